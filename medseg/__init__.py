@@ -1,0 +1,40 @@
+"""medseg: medical image segmentation from scans on disk to trustworthy numbers.
+
+The top-level names are the API for scripts and notebooks::
+
+    import medseg
+    ct = medseg.load("scans/patient01/")          # DICOM series, NIfTI, NRRD, PNG/TIFF ...
+    model = medseg.load_model("models/ct_organs")
+    labels = model.segment(ct)                     # label Image on the input's grid
+    table = medseg.measure(labels, ct)             # volumes (mL), shapes, HU statistics
+
+Heavy modules (torch, MONAI) are imported on first use, not by ``import medseg``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+from medseg.errors import MedsegError
+from medseg.io import Image, find_series, load, save
+
+# public name -> module that defines it; imported on first access
+_LAZY: dict[str, str] = {}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'medseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["Image", "MedsegError", "__version__", "find_series", "load", "save", *_LAZY]
