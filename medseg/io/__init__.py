@@ -38,9 +38,10 @@ def load(path: str | os.PathLike[str], **options: Any) -> Image:
         A file (DICOM, NIfTI, NRRD, MHA/MHD, PNG/JPEG/TIFF) or a folder
         searched recursively for DICOM series.
     **options
-        Reader options: ``series`` (UID or index) and ``strict`` for DICOM
-        folders, ``spacing`` (mm) for 2D raster images, and
-        ``include_patient_identity`` for DICOM.
+        Reader options: ``series`` (UID or index), ``strict`` and
+        ``include_patient_identity`` for DICOM; ``spacing`` (mm) for raster
+        images (PNG/JPEG/BMP/TIFF); ``modality`` for volume and raster files,
+        which do not store one.
 
     Raises
     ------
