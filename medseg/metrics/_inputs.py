@@ -1,0 +1,64 @@
+"""Coercion of metric inputs: medseg Images (geometry checked) or arrays plus spacing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from medseg.errors import GeometryError, LabelError
+from medseg.io.image import Image
+
+LabelInput = Image | np.ndarray
+
+
+def label_array(x: LabelInput, name: str) -> np.ndarray:
+    """The integer voxel array of a label map given as an Image or an array.
+
+    Raises
+    ------
+    medseg.errors.LabelError
+        For multi-channel images and non-integer values.
+    """
+    if isinstance(x, Image):
+        if x.channel_axis:
+            raise LabelError(f"{name} has a channel axis; a label map has one integer per voxel", x.source)
+        arr = x.array
+    else:
+        arr = np.asarray(x)
+    if arr.dtype == bool:
+        return arr.view(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.array_equal(arr, np.round(arr)) and np.isfinite(arr).all():
+            return arr.astype(np.int64)
+        source = x.source if isinstance(x, Image) else None
+        raise LabelError(f"{name} holds non-integer values ({arr.dtype}); expected a label map", source)
+    return arr
+
+
+def pair_arrays(
+    pred: LabelInput, ref: LabelInput, spacing: Sequence[float] | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Return ``(pred_array, ref_array, spacing_mm)`` after checking the two share a grid.
+
+    Images must lie on the same grid (see :meth:`Image.same_grid`); the
+    spacing then comes from the reference unless given. Arrays need equal
+    shapes; ``spacing`` defaults to 1 mm per axis.
+    """
+    p, r = label_array(pred, "prediction"), label_array(ref, "reference")
+    if isinstance(pred, Image) and isinstance(ref, Image) and not ref.same_grid(pred):
+        raise GeometryError(
+            f"prediction ({pred.source or 'in memory'}) and reference ({ref.source or 'in memory'}) are on different "
+            "grids; resample the prediction first (medseg.io.resample.resample_to)",
+            pred.source,
+        )
+    if p.shape != r.shape:
+        raise GeometryError(f"prediction shape {p.shape} differs from reference shape {r.shape}")
+    if spacing is None:
+        spacing = (
+            ref.spacing if isinstance(ref, Image) else pred.spacing if isinstance(pred, Image) else (1.0,) * r.ndim
+        )
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != r.ndim or any(not np.isfinite(s) or s <= 0 for s in spacing):
+        raise GeometryError(f"spacing {spacing} does not give a positive size for each of the {r.ndim} axes")
+    return p, r, spacing

@@ -1,0 +1,143 @@
+"""medseg.postprocess against scipy/scikit-image references and the real nuclei annotations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage.measure import label as sk_label
+
+from medseg.errors import ConfigError, LabelError
+from medseg.io.image import Image
+from medseg.postprocess import LabelPostprocess, PostprocessConfig, connected_components, postprocess
+
+
+def _blobs(shape: tuple[int, ...], seed: int, n_labels: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    arr = np.zeros(shape, np.uint8)
+    noise = ndimage.gaussian_filter(rng.normal(size=shape), 1.5)
+    for value in range(1, n_labels + 1):
+        arr[(noise > 0.05 * value) & (arr == 0) & (rng.random(shape) < 0.9)] = value
+    return arr
+
+
+def _component_sizes(arr: np.ndarray, value: int, connectivity: int) -> list[int]:
+    """Reference: scikit-image's labelling of one label (connectivity as the number of neighbour axes)."""
+    lab = sk_label(arr == value, connectivity=connectivity)
+    return sorted(np.bincount(lab.ravel())[1:].tolist())
+
+
+@pytest.mark.parametrize(
+    ("shape", "conn", "sk_conn"), [((60, 50), 4, 1), ((60, 50), 8, 2), ((30, 25, 20), 6, 1), ((30, 25, 20), 26, 3)]
+)
+def test_connected_components_match_skimage(shape, conn: int, sk_conn: int) -> None:
+    arr = _blobs(shape, seed=len(shape) + conn)
+    res = connected_components(Image(arr), connectivity=conn)
+    inst = res.instances.array
+    assert inst.dtype == np.uint32 and inst.shape == arr.shape
+    assert np.array_equal(inst > 0, arr > 0)
+    for value in (1, 2, 3):
+        rows = res.classes[res.classes.label == value]
+        assert sorted(rows.voxel_count) == _component_sizes(arr, value, sk_conn)
+    # each instance holds exactly one class, and its size in the table is its voxel count
+    counts = np.bincount(inst.ravel())[1:]
+    assert np.array_equal(res.classes.voxel_count.to_numpy(), counts)
+    ids = res.classes.instance.to_numpy()
+    highest = ndimage.labeled_comprehension(arr, inst, ids, np.max, arr.dtype, 0)
+    lowest = ndimage.labeled_comprehension(arr, inst, ids, np.min, arr.dtype, 0)
+    assert np.array_equal(highest, lowest) and np.array_equal(res.classes.label.to_numpy(), highest)
+
+
+def test_min_size_is_physical_and_keep_largest_keeps_one() -> None:
+    arr = np.zeros((40, 40, 10), np.uint8)
+    arr[2:4, 2:4, 2:4] = 1  # 8 voxels = 8 * 0.5*0.5*3 = 6 mm3
+    arr[10:13, 10:13, 2:4] = 1  # 18 voxels = 13.5 mm3
+    arr[20:30, 20:30, 2:8] = 1  # 600 voxels = 450 mm3
+    image = Image(arr, spacing=(0.5, 0.5, 3.0))
+    res = postprocess(image, {"default": {"min_size": "10 mm3"}})
+    assert sorted(res.classes.volume_mm3) == [13.5, 450.0]
+    assert res.semantic.array[2, 2, 2] == 0 and res.semantic.array[11, 11, 3] == 1
+    assert postprocess(image, {"default": {"min_size": "0.0135 ml"}}).n_instances == 2  # 13.5 mm3 is kept (>=)
+    largest = postprocess(image, {"labels": {1: {"keep_largest": True}}})
+    assert largest.n_instances == 1 and largest.classes.voxel_count.tolist() == [600]
+    assert np.count_nonzero(largest.semantic.array) == 600
+    assert np.count_nonzero(arr) == 626  # the input is left untouched
+
+
+def test_fill_holes_keeps_other_labels() -> None:
+    arr = np.zeros((20, 20), np.uint8)
+    arr[3:15, 3:15] = 1
+    arr[6:10, 6:10] = 0  # a hole
+    arr[7, 7] = 2  # another structure inside the hole stays
+    res = postprocess(Image(arr), {"labels": {1: {"fill_holes": True}}})
+    expected = ndimage.binary_fill_holes(arr == 1) & (arr != 2)
+    assert np.array_equal(res.semantic.array == 1, expected)
+    assert res.semantic.array[7, 7] == 2
+
+
+def test_split_touching_discs() -> None:
+    yy, xx = np.mgrid[:60, :90]
+    arr = (((xx - 30) ** 2 + (yy - 30) ** 2 <= 15**2) | ((xx - 56) ** 2 + (yy - 30) ** 2 <= 15**2)).astype(np.uint8)
+    arr = arr.T  # [column, row]
+    image = Image(arr, spacing=(0.001, 0.001))  # 1 um pixels
+    assert connected_components(image).n_instances == 1
+    res = postprocess(image, {"default": {"split_touching": True, "min_separation": "10 um"}})
+    assert res.n_instances == 2
+    assert np.array_equal(res.instances.array > 0, arr > 0)
+    np.testing.assert_allclose(sorted(res.classes.area_um2), [np.count_nonzero(arr) / 2] * 2, rtol=0.05)
+
+
+def test_watershed_recovers_reference_nuclei(shared_data) -> None:
+    """Merge the manual nuclei to foreground, split again: >= 95% of them matched at IoU >= 0.5."""
+    import tifffile
+
+    from medseg.metrics.instances import match_instances
+
+    ref = tifffile.imread(shared_data / "cells_fluo" / "nuclei_labels.tif").T  # [column, row]
+    foreground = Image((ref > 0).astype(np.uint8), spacing_known=False)
+    res = postprocess(foreground, {"default": {"split_touching": True, "min_separation": "5 px"}})
+    match = match_instances(res.instances.array, ref, iou_threshold=0.5)
+    n_ref = len(np.unique(ref)) - 1
+    assert match.tp / n_ref >= 0.95
+    assert match.f1 >= 0.9
+
+
+def test_config_is_validated_with_units() -> None:
+    cfg = PostprocessConfig.model_validate(
+        {"default": {"connectivity": 26}, "labels": {5: {"keep_largest": True, "min_size": "500 mm3"}}}
+    )
+    assert cfg.for_label(5).keep_largest and cfg.for_label(1) == LabelPostprocess(connectivity=26)
+    image2d = Image(np.ones((5, 5), np.uint8), spacing=(0.5, 0.5))
+    for bad in (
+        {"default": {"min_size": "500"}},  # no unit
+        {"default": {"min_size": "5 mm"}},  # a length, not a size
+        {"default": {"split_touching": True}},  # no separation
+        {"default": {"min_size": "5 parsecs3"}},
+        {"default": {"keep_larges": True}},  # typo
+    ):
+        with pytest.raises(ConfigError):
+            postprocess(image2d, bad)
+    with pytest.raises(ConfigError, match="2D"):
+        postprocess(image2d, {"default": {"min_size": "5 mm3"}})
+    with pytest.raises(ConfigError, match="connectivity"):
+        postprocess(image2d, {"default": {"connectivity": 26}})
+    with pytest.raises(ConfigError, match="px"):
+        postprocess(Image(np.ones((5, 5), np.uint8), spacing_known=False), {"default": {"min_size": "5 um2"}})
+    assert postprocess(image2d, {"default": {"min_size": "30 px"}}).n_instances == 0  # 25 px < 30 px
+
+
+def test_float_labels_must_be_whole_numbers() -> None:
+    res = postprocess(Image(np.array([[0.0, 3.0], [3.0, 0.0]])), {"default": {"connectivity": 4}})
+    assert res.classes.label.tolist() == [3, 3]
+    with pytest.raises(LabelError):
+        postprocess(Image(np.array([[0.0, 0.3], [1.0, 0.0]])))
+
+
+def test_rules_keyed_by_label_name() -> None:
+    names = {"background": 0, "liver": 5, "spleen": 1}
+    cfg = PostprocessConfig.from_label_names({"default": {"min_size": "1 ml"}, "liver": {"keep_largest": True}}, names)
+    assert cfg.for_label(5).keep_largest and cfg.for_label(1).min_size == "1 ml"
+    with pytest.raises(ConfigError, match="kidney"):
+        PostprocessConfig.from_label_names({"kidney": {"fill_holes": True}}, names)
+    with pytest.raises(ConfigError, match="liver"):
+        PostprocessConfig.from_label_names({"liver": {"keep_largest": "sometimes"}}, names)
