@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -74,7 +75,10 @@ def test_notebook_figures(cohort_tables, shared_data):
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+        msg = "Debian's chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI") or os.environ.get("MEDSEG_REQUIRE_SHARED_DATA", "") not in ("", "0"):
+            pytest.fail(msg + "; .ci/run installs it")
+        pytest.skip(msg)
     return exe
 
 

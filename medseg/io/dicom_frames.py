@@ -1,0 +1,418 @@
+"""DICOM files to planes: header parsing, per-frame geometry and pixel decoding.
+
+A *plane* is one 2D image of a DICOM object: a single-frame file, or one frame
+of a multi-frame file. :func:`read_header` parses a file once (pixel data is
+deferred, read from disk only when decoded); :func:`planes_of` turns it into
+:class:`Plane` records carrying everything series assembly needs;
+:func:`decode_file` decodes a file's pixels to stored values. Every failure
+is a :class:`~medseg.errors.ReadError` subclass naming the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.pixels import get_decoder
+
+from medseg.errors import NotAnImageError, ReadError, UnsupportedTransferSyntaxError
+
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# modalities whose objects are never images, even when they carry pixel-like data
+NON_IMAGE_MODALITIES = {"SR", "RTSTRUCT", "RTPLAN", "RTRECORD", "PR", "KO", "SEG", "REG", "ECG", "HD", "AU", "DOC"}
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
+_RAW_DICOM_STARTS = (b"\x02\x00", b"\x00\x02", b"\x08\x00", b"\x00\x08")  # first tag group, LE or BE
+_DEFER_BYTES = 8192  # values larger than this (pixel data) are read from disk only when used
+_NATIVE_LITTLE_ENDIAN = frozenset({pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian})
+# Lossless compressed syntaxes: decoding is exact, so GDCM (through SimpleITK, which releases the GIL and
+# therefore decodes slices in parallel threads) and pydicom's plugins give identical values.
+GDCM_PARALLEL_SYNTAXES = frozenset(
+    {
+        pydicom.uid.RLELossless,
+        pydicom.uid.JPEGLossless,
+        pydicom.uid.JPEGLosslessSV1,
+        pydicom.uid.JPEGLSLossless,
+        pydicom.uid.JPEG2000Lossless,
+    }
+)
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def read_header(path: Path) -> Dataset | None:
+    """Parse one DICOM file, leaving pixel data on disk until it is decoded.
+
+    Files without the 128-byte preamble are accepted when they parse as DICOM.
+    Returns None for a file that is not DICOM at all.
+
+    Raises
+    ------
+    medseg.errors.ReadError
+        When the file is DICOM but its header is corrupt or truncated.
+    """
+    try:
+        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+    except pydicom.errors.InvalidDicomError:
+        ds = None
+    except Exception as exc:  # pydicom raises many types for corrupt headers
+        raise ReadError(f"corrupt or truncated DICOM header ({_reason(exc)})", path) from exc
+    if ds is not None:
+        # pydicom stops quietly at a truncation between elements: a storage object left with
+        # none of its defining attributes was cut short
+        sop_class = ds.file_meta.get("MediaStorageSOPClassUID", "")
+        essentials = ("SOPClassUID", "Modality", *PIXEL_KEYWORDS)
+        if sop_class and sop_class != MEDIA_STORAGE_DIRECTORY and not any(k in ds for k in essentials):
+            raise ReadError("DICOM header ends early (truncated file?): no SOP Class UID, modality or pixel data", path)
+        return ds
+    try:  # no preamble: only worth parsing when the file starts with a group 0002 or 0008 tag
+        with open(path, "rb") as fh:
+            if fh.read(2) not in _RAW_DICOM_STARTS:
+                return None
+        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
+        return ds if "SOPClassUID" in ds or any(k in ds for k in PIXEL_KEYWORDS) else None
+    except Exception:  # noqa: BLE001 - any failure parsing a preamble-less file means it is not DICOM
+        return None
+
+
+def is_image(ds: Dataset) -> bool:
+    """True when ``ds`` holds pixel data meant to be viewed as an image."""
+    modality = str(ds.get("Modality", "")).upper()
+    return modality not in NON_IMAGE_MODALITIES and "Rows" in ds and any(k in ds for k in PIXEL_KEYWORDS)
+
+
+def describe_non_image(ds: Dataset) -> str:
+    """A short name for what a non-image object is (e.g. ``'RTSTRUCT (RT Structure Set Storage)'``)."""
+    modality = str(ds.get("Modality", "") or "")
+    sop = ds.get("SOPClassUID")
+    name = sop.name if sop else ""
+    return f"{modality} ({name})" if modality and name else modality or name or "object of unknown type"
+
+
+@dataclass
+class Plane:
+    """One 2D image of a DICOM object, with the geometry and rescale that apply to it.
+
+    ``position`` (LPS mm) and ``orientation`` (row then column direction
+    cosines) are None when the object has no patient geometry (radiographs,
+    secondary captures). ``pixel_spacing`` is ``(between rows, between
+    columns)`` in mm, None when unknown; ``spacing_source`` names the attribute it came from.
+    """
+
+    path: Path
+    ds: Dataset
+    frame: int | None
+    rows: int
+    columns: int
+    position: np.ndarray | None
+    orientation: np.ndarray | None
+    pixel_spacing: tuple[float, float] | None
+    spacing_source: str
+    slice_thickness: float | None
+    slope: float
+    intercept: float
+    instance: int
+    localizer: bool
+
+
+def _floats(value: Any, n: int) -> np.ndarray | None:
+    try:
+        out = np.array([float(v) for v in value], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return out if out.shape == (n,) and np.all(np.isfinite(out)) else None
+
+
+def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
+    seq = ds.get(keyword)
+    return seq[0] if seq else None
+
+
+def _pick(groups: list[Dataset | None], sequence: str, keyword: str) -> Any:
+    """``keyword`` from ``sequence`` in the first functional group that has it (per-frame before shared)."""
+    for group in groups:
+        item = _first_item(group, sequence) if group is not None else None
+        if item is not None and keyword in item:
+            return item.get(keyword)
+    return None
+
+
+def _plane_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:
+    """In-plane spacing (mm) and the attribute it came from.
+
+    PixelSpacing (patient plane), else ImagerPixelSpacing (detector plane of a
+    radiograph) divided by EstimatedRadiographicMagnificationFactor when
+    present, else NominalScannedPixelSpacing (digitised film); None when absent.
+    """
+    if (sp := _floats(ds.get("PixelSpacing"), 2)) is not None:
+        return (sp[0], sp[1]), "PixelSpacing"
+    if (sp := _floats(ds.get("ImagerPixelSpacing"), 2)) is not None:
+        mag = _number(ds.get("EstimatedRadiographicMagnificationFactor"), None)
+        if mag is not None and mag > 0:
+            return (sp[0] / mag, sp[1] / mag), "ImagerPixelSpacing/EstimatedRadiographicMagnificationFactor"
+        return (sp[0], sp[1]), "ImagerPixelSpacing"
+    if (sp := _floats(ds.get("NominalScannedPixelSpacing"), 2)) is not None:
+        return (sp[0], sp[1]), "NominalScannedPixelSpacing"
+    return None, ""
+
+
+def _number(value: Any, default: float | None) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return default
+    return out if np.isfinite(out) else default
+
+
+def _frame_offsets(ds: Dataset, n_frames: int) -> np.ndarray | None:
+    """Frame offsets (mm along the slice normal, from the first frame) of an RT Dose grid, if given."""
+    offsets = _floats(ds.get("GridFrameOffsetVector") or [], n_frames)
+    if offsets is None:
+        return None
+    return offsets - offsets[0]  # relative (first 0) and absolute (first = z of ImagePosition) forms alike
+
+
+def planes_of(ds: Dataset, path: Path) -> list[Plane]:
+    """The planes of an image object: one per frame, with per-frame functional groups applied.
+
+    Raises
+    ------
+    medseg.errors.ReadError
+        When the header's image attributes are missing or malformed.
+    """
+    try:
+        return _planes_of(ds, path)
+    except ReadError:
+        raise
+    except Exception as exc:
+        raise ReadError(f"malformed image attributes ({_reason(exc)})", path) from exc
+
+
+def _planes_of(ds: Dataset, path: Path) -> list[Plane]:
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if rows < 1 or columns < 1:
+        raise ReadError(f"image has {rows} rows x {columns} columns", path)
+    n_frames = _number(ds.get("NumberOfFrames"), 1.0) or 1.0
+    multi = "NumberOfFrames" in ds
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    localizer = "LOCALIZER" in image_type or "SCOUT" in image_type
+    top_spacing, top_source = _plane_spacing(ds)
+    top_orientation = _floats(ds.get("ImageOrientationPatient"), 6)
+    top_position = _floats(ds.get("ImagePositionPatient"), 3)
+    top_thickness = _number(ds.get("SliceThickness"), None)
+    top_slope = _number(ds.get("RescaleSlope"), None) or _number(ds.get("DoseGridScaling"), None) or 1.0
+    top_intercept = _number(ds.get("RescaleIntercept"), 0.0) or 0.0
+    instance = int(_number(ds.get("InstanceNumber"), 0) or 0)
+    grid_offsets = _frame_offsets(ds, int(n_frames)) if multi and not per_frame else None
+    planes = []
+    for f in range(int(n_frames)):
+        groups = [per_frame[f] if f < len(per_frame) else None, shared]
+        position = _floats(_pick(groups, "PlanePositionSequence", "ImagePositionPatient"), 3)
+        orientation = _floats(_pick(groups, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+        spacing, source = top_spacing, top_source
+        if (sp := _floats(_pick(groups, "PixelMeasuresSequence", "PixelSpacing"), 2)) is not None:
+            spacing, source = (sp[0], sp[1]), "PixelMeasuresSequence/PixelSpacing"
+        thickness = _number(_pick(groups, "PixelMeasuresSequence", "SliceThickness"), None)
+        slope = _number(_pick(groups, "PixelValueTransformationSequence", "RescaleSlope"), None)
+        intercept = _number(_pick(groups, "PixelValueTransformationSequence", "RescaleIntercept"), None)
+        if orientation is None:
+            orientation = top_orientation
+        if position is None and (not multi or grid_offsets is not None):
+            position = top_position
+            if position is not None and grid_offsets is not None and orientation is not None:
+                position = position + grid_offsets[f] * np.cross(orientation[:3], orientation[3:])
+        planes.append(
+            Plane(
+                path=path,
+                ds=ds,
+                frame=f if multi else None,
+                rows=rows,
+                columns=columns,
+                position=position,
+                orientation=orientation,
+                pixel_spacing=spacing,
+                spacing_source=source,
+                slice_thickness=thickness if thickness is not None else top_thickness,
+                slope=slope if slope is not None else top_slope,
+                intercept=intercept if intercept is not None else top_intercept,
+                instance=instance,
+                localizer=localizer,
+            )
+        )
+    if multi and per_frame and len(per_frame) != len(planes):
+        raise ReadError(f"{len(per_frame)} per-frame functional groups for {len(planes)} frames", path)
+    return planes
+
+
+def decode_file(ds: Dataset, path: Path) -> np.ndarray:
+    """Decode all frames of ``ds`` to stored values, shape ``(frames, rows, columns[, samples])``.
+
+    Colour images come back as RGB (YBR converted); MONOCHROME1 is inverted
+    so that bright means dense.
+
+    Raises
+    ------
+    medseg.errors.UnsupportedTransferSyntaxError
+        When no installed decoder handles the transfer syntax (the message names the package).
+    medseg.errors.ReadError
+        When the pixel data is missing, truncated or corrupt.
+    """
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        raise NotAnImageError("no pixel data", path)
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = (
+        file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    ) or pydicom.uid.ExplicitVRLittleEndian
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as exc:
+        raise UnsupportedTransferSyntaxError(
+            f"no installed package decodes transfer syntax {syntax.name} ({syntax}); "
+            "convert the file to an uncompressed syntax first (e.g. dcmdjpeg, gdcmconv --raw)",
+            path,
+        ) from exc
+    if not decoder.is_available:
+        options = "; ".join(decoder.missing_dependencies) or "a pydicom pixel decoder plugin"
+        raise UnsupportedTransferSyntaxError(
+            f"transfer syntax {syntax.name} needs a decoder package, install one of: {options}", path
+        )
+    try:
+        array, info = decoder.as_array(ds, as_rgb=True)
+    except Exception as exc:
+        raise ReadError(f"cannot decode pixel data ({syntax.name}: {_reason(exc)})", path) from exc
+    frames = int(_number(ds.get("NumberOfFrames"), 1.0) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if frames == 1 and array.ndim == (2 if samples == 1 else 3):
+        array = array[np.newaxis]
+    if str(info.get("photometric_interpretation", ds.get("PhotometricInterpretation", ""))).upper() == "MONOCHROME1":
+        array = invert_monochrome1(array, int(ds.get("BitsStored", array.dtype.itemsize * 8)))
+    return array
+
+
+def invert_monochrome1(array: np.ndarray, bits_stored: int) -> np.ndarray:
+    """Invert MONOCHROME1 stored values over the range ``bits_stored`` allows (bright = dense afterwards)."""
+    if np.issubdtype(array.dtype, np.floating):
+        return array.max() + array.min() - array
+    if np.issubdtype(array.dtype, np.signedinteger):
+        lo, hi = -(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1
+    else:
+        lo, hi = 0, 2**bits_stored - 1
+    return (lo + hi - array.astype(np.int64)).astype(array.dtype)
+
+
+def gdcm_decodable(planes: list[Plane]) -> bool:
+    """True when SimpleITK/GDCM decodes these single-frame planes to exactly pydicom's values.
+
+    That is: one frame per file, grayscale MONOCHROME2, 8/16-bit, a lossless
+    compressed transfer syntax and integer rescale slopes/intercepts (which
+    GDCM applies itself).
+    """
+    ds = planes[0].ds
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    return (
+        syntax in GDCM_PARALLEL_SYNTAXES
+        and int(ds.get("SamplesPerPixel", 1) or 1) == 1
+        and str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME2"
+        and int(ds.get("BitsAllocated", 0) or 0) in (8, 16)
+        and all(p.frame is None and float(p.slope).is_integer() and float(p.intercept).is_integer() for p in planes)
+    )
+
+
+def decode_with_gdcm(path: Path, plane: Plane) -> np.ndarray:
+    """Modality values (rescale applied) of a single-frame file decoded by GDCM, shape ``(rows, columns)``.
+
+    SimpleITK releases the GIL while reading, so calls run in parallel
+    threads; GDCM parses the header again in C++ (cheap next to decoding).
+
+    Raises
+    ------
+    medseg.errors.ReadError
+        When GDCM cannot read the file or returns another shape.
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileName(str(path))
+    reader.SetNumberOfThreads(1)
+    try:
+        values = sitk.GetArrayFromImage(reader.Execute())
+    except RuntimeError as exc:
+        raise ReadError(f"GDCM cannot decode pixel data ({_reason(exc)})", path) from exc
+    if values.shape != (1, plane.rows, plane.columns):
+        raise ReadError(f"GDCM decoded shape {values.shape}, expected {(1, plane.rows, plane.columns)}", path)
+    return values[0]
+
+
+@dataclass(frozen=True)
+class NativeLayout:
+    """Where uncompressed little-endian grayscale pixels of a single-frame file lie on disk."""
+
+    offset: int
+    dtype: np.dtype
+    bits_stored: int
+    count: int
+
+
+def native_layout(ds: Dataset, plane: Plane) -> NativeLayout | None:
+    """The on-disk layout of ``ds``'s pixels when they can be read straight into numpy, else None.
+
+    Applies to single-frame MONOCHROME2 files in Implicit/Explicit VR Little
+    Endian whose pixel data was deferred (still on disk) and has exactly
+    rows x columns values of 8, 16 or 32 bits.
+    """
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is None or file_meta.get("TransferSyntaxUID") not in _NATIVE_LITTLE_ENDIAN or plane.frame is not None:
+        return None
+    element = ds.get_item("PixelData", keep_deferred=True)
+    bits = int(ds.get("BitsAllocated", 0) or 0)
+    if (
+        not isinstance(element, RawDataElement)
+        or element.value is not None
+        or bits not in (8, 16, 32)
+        or int(ds.get("SamplesPerPixel", 1) or 1) != 1
+        or str(ds.get("PhotometricInterpretation", "")).upper() != "MONOCHROME2"
+        or element.length != plane.rows * plane.columns * bits // 8
+    ):
+        return None
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    return NativeLayout(element.value_tell, dtype, int(ds.get("BitsStored", bits) or bits), plane.rows * plane.columns)
+
+
+def read_native(path: Path, layout: NativeLayout, rows: int, columns: int) -> np.ndarray:
+    """Stored values read directly from disk (one read, no GIL held), shape ``(1, rows, columns)``.
+
+    Bits above BitsStored are masked (unsigned) or sign-extended (signed), as pydicom does.
+
+    Raises
+    ------
+    medseg.errors.ReadError
+        When the file ends before the pixel data does.
+    """
+    values = np.empty(layout.count, layout.dtype)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(layout.offset)
+            n_read = fh.readinto(memoryview(values).cast("B"))
+    except OSError as exc:
+        raise ReadError(f"cannot read pixel data ({exc.strerror})", path) from exc
+    if n_read != values.nbytes:
+        raise ReadError(f"truncated pixel data: {n_read} of {values.nbytes} bytes", path)
+    spare = layout.dtype.itemsize * 8 - layout.bits_stored
+    if 0 < spare < layout.dtype.itemsize * 8:
+        if layout.dtype.kind == "u":
+            values &= layout.dtype.type((1 << layout.bits_stored) - 1)
+        else:
+            values <<= spare
+            values >>= spare
+    return values.reshape(1, rows, columns)
