@@ -1,0 +1,69 @@
+"""``medseg train``, ``medseg segment`` and ``medseg demo``: the segmentation engine on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
+
+
+def train(
+    config: Path = typer.Argument(..., help="Workflow config YAML (see configs/)."),
+    data: Path = typer.Option(..., "--data", help="MSD-style dataset.json (imagesTr/labelsTr)."),
+    out: Path = typer.Option(..., "--out", help="Output model directory, e.g. runs/NAME."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Wall-clock training budget, minutes."),
+    max_epochs: int | None = typer.Option(None, "--max-epochs", help="Override train.max_epochs."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (runs are reproducible on the CPU)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint_last.pt."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """Train a segmentation model; writes model.safetensors + model_card.json + train_log.csv into OUT."""
+    from medseg.train import train as run_training
+
+    model_dir = run_training(
+        config, data, out, max_minutes=max_minutes, max_epochs=max_epochs, seed=seed, resume=resume, device=device
+    )
+    from medseg.models import load_model
+
+    card = load_model(model_dir, device="cpu").card
+    dice = ", ".join(f"{k} {v:.3f}" for k, v in card["validation"]["dice"].items())
+    typer.echo(f"model written to {model_dir} (validation Dice: {dice}; {card['training']['stopped']})")
+
+
+def segment(
+    model: Path = typer.Argument(..., help="Model directory (medseg train output) or MONAI bundle directory."),
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Images: files or DICOM series folders."),
+    out: Path = typer.Option(..., "--out", help="Folder for the label maps (<name>.nii.gz)."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Also write <name>_prob_<label>.nii.gz."),
+    tta: bool | None = typer.Option(
+        None, "--tta/--no-tta", help="Mirroring test-time augmentation (default: model card)."
+    ),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """Segment images; each label map lands on its input's exact grid."""
+    from medseg.infer import segment_files
+    from medseg.models import load_model
+
+    loaded = load_model(model, device=device)
+    for path in segment_files(loaded, list(inputs), out, probabilities=probabilities, tta=tta):
+        typer.echo(str(path))
+
+
+def demo(
+    sample_data: Path = typer.Option(Path("sample_data"), "--sample-data", help="The sample data folder."),
+    out: Path = typer.Option(Path("demo_output"), "--out", help="Folder for the label maps."),
+    retrain: bool = typer.Option(False, "--retrain", help="Train the demo models even when committed ones exist."),
+) -> None:
+    """The main job on sample_data/: segment held-out phantoms, print Dice and volumes, write label maps."""
+    from medseg.demo import run_demo
+
+    run_demo(sample_data, out, retrain=retrain)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train``, ``segment`` and ``demo`` to the ``medseg`` app."""
+    app.command("train")(train)
+    app.command("segment")(segment)
+    app.command("demo")(demo)

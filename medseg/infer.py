@@ -1,0 +1,202 @@
+"""Sliding-window prediction on the model's grid, mapped back exactly onto the input's grid.
+
+The steps for one image (:func:`predict`):
+
+1. :class:`medseg.preprocess.Preprocessor` on the compute device: reorientation,
+   resampling to the model spacing, intensity preset (recorded, invertible);
+2. MONAI ``sliding_window_inference`` with Gaussian blending (mixed precision
+   on CUDA), optionally averaged over mirrored copies (test-time augmentation);
+3. softmax, then the *inverse* of the spatial preprocessing applied to the
+   class probabilities (MONAI ``Compose.inverse`` on the recorded operations),
+   so interpolation happens on probabilities, not on label indices;
+4. argmax -> a label :class:`~medseg.io.image.Image` on the input's exact grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
+
+from medseg.config import WorkflowConfig
+from medseg.io.image import Image
+from medseg.preprocess import Preprocessor
+
+if TYPE_CHECKING:
+    from medseg.models.model import SegmentationModel
+
+
+@dataclass
+class Prediction:
+    """What one prediction produces, both on the input image's grid.
+
+    Attributes
+    ----------
+    labels : Image
+        Label map (smallest fitting unsigned integer type), index = label index of the model.
+    probabilities : Image
+        Float32 class probabilities, trailing channel axis in label-index order.
+    """
+
+    labels: Image
+    probabilities: Image
+
+
+def mirror_axes_sets(axes: list[int]) -> list[tuple[int, ...]]:
+    """Every subset of ``axes`` (the empty one first): the mirrorings averaged by test-time augmentation."""
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[None]:
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def sliding_window_probabilities(
+    network: torch.nn.Module,
+    x: torch.Tensor,
+    config: WorkflowConfig,
+    *,
+    mirror_axes: list[int] | None = None,
+    amp: bool = True,
+) -> torch.Tensor:
+    """Class probabilities ``(1, n_labels, *spatial)`` for a preprocessed batch ``x`` of one image.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        In eval mode, on ``x``'s device.
+    x : torch.Tensor
+        ``(1, channels, *spatial)`` on the model's grid.
+    mirror_axes : list of int, optional
+        Spatial axes to mirror for test-time augmentation; the softmax outputs
+        of every mirrored copy (flipped back) are averaged.
+    """
+    inf = config.inference
+    x = x.as_tensor() if isinstance(x, MetaTensor) else x  # plain tensors: MetaTensor bookkeeping per patch is slow
+    total = None
+    flips = mirror_axes_sets(mirror_axes or [])
+    with torch.inference_mode(), _autocast(x.device, amp and config.amp):
+        for flip in flips:
+            dims = [a + 2 for a in flip]
+            xin = torch.flip(x, dims) if dims else x
+            logits = sliding_window_inference(
+                xin,
+                roi_size=config.patch_size,
+                sw_batch_size=inf.sw_batch_size,
+                predictor=network,
+                overlap=inf.overlap,
+                mode=inf.blend,
+            )
+            probs = torch.softmax(logits.float(), dim=1)
+            probs = torch.flip(probs, dims) if dims else probs
+            total = probs if total is None else total + probs
+    return total / len(flips)
+
+
+def _label_dtype(n_labels: int) -> np.dtype:
+    return np.dtype(np.uint8 if n_labels <= 256 else np.uint16)
+
+
+def predict(
+    network: torch.nn.Module,
+    config: WorkflowConfig,
+    image: Image,
+    *,
+    device: torch.device,
+    tta: bool | None = None,
+) -> Prediction:
+    """Segment ``image`` with ``network``; labels and probabilities on ``image``'s exact grid.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        The model's network, already on ``device`` and in eval mode.
+    config : WorkflowConfig
+        The model's workflow (grid, intensity preset, patch size, sliding window).
+    image : Image
+        Any image medseg reads; it is not modified.
+    device : torch.device
+        Where preprocessing and inference run.
+    tta : bool, optional
+        Mirroring test-time augmentation; ``None`` uses ``config.inference.tta``.
+    """
+    use_tta = config.inference.tta if tta is None else tta
+    mirror = config.augment.flip_axes if use_tta else []
+    prep = Preprocessor(config)
+    x = prep(image, device)
+    probs = sliding_window_probabilities(network, x[None], config, mirror_axes=mirror)
+    native = prep.invert(probs[0], like=x).float().cpu().numpy()
+    labels = native.argmax(axis=0).astype(_label_dtype(config.n_labels))  # numpy's channel argmax is ~4x torch's here
+    prob_np = np.moveaxis(native, 0, -1)
+    if labels.shape != image.shape:  # the inverse is exact by construction; guard against a MONAI regression
+        raise RuntimeError(f"inverse preprocessing gave shape {labels.shape}, expected {image.shape}")
+    meta = {**image.meta, "label_names": dict(config.labels), "segmentation_model": config.name}
+    return Prediction(
+        labels=image.with_array(labels, intensity_unit="", meta=meta),
+        probabilities=image.with_array(
+            prob_np.astype(np.float32, copy=False), intensity_unit="", meta=meta, channel_axis=True
+        ),
+    )
+
+
+def output_stem(path: str | os.PathLike[str]) -> str:
+    """A file-name stem for outputs derived from an input path (``ct.nii.gz`` -> ``ct``, a folder -> its name)."""
+    name = Path(path).name
+    for suffix in (
+        ".nii.gz",
+        ".nii",
+        ".nrrd",
+        ".nhdr",
+        ".mha",
+        ".mhd",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".tif",
+        ".tiff",
+        ".bmp",
+        ".dcm",
+    ):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def segment_files(
+    model: SegmentationModel,
+    inputs: list[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    probabilities: bool = False,
+    tta: bool | None = None,
+) -> list[Path]:
+    """Read each input with :func:`medseg.io.load`, segment it, write ``OUT/<stem>.nii.gz``.
+
+    With ``probabilities=True`` also writes ``OUT/<stem>_prob_<label>.nii.gz``
+    per foreground label (float32, on the input grid). Returns the label-map paths.
+    """
+    from medseg.io import load, save
+
+    out = Path(out_dir)
+    written = []
+    for path in inputs:
+        image = load(path)
+        pred = model.predict(image, tta=tta)
+        stem = output_stem(path)
+        written.append(save(pred.labels, out / f"{stem}.nii.gz"))
+        if probabilities:
+            for name, index in model.config.labels.items():
+                if index:
+                    prob = image.with_array(pred.probabilities.array[..., index], intensity_unit="")
+                    save(prob, out / f"{stem}_prob_{name}.nii.gz")
+    return written

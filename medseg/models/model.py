@@ -1,0 +1,146 @@
+""":class:`SegmentationModel`: a loaded network with its model card, ready to segment Images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medseg.config import WorkflowConfig
+from medseg.errors import ModelError
+from medseg.io.image import Image
+from medseg.models.networks import build_network
+from medseg.models.store import (
+    CARD_NAME,
+    ModelCard,
+    find_weights,
+    fingerprint,
+    load_state_dict,
+    load_weights_into,
+    read_card,
+)
+
+
+class SegmentationModel:
+    """A trained segmentation network plus the recipe (model card) to apply it.
+
+    Use :func:`load_model` to create one. ``segment`` accepts any
+    :class:`~medseg.io.image.Image` and returns a label map on that image's
+    exact grid (shape, spacing, origin, direction).
+
+    Attributes
+    ----------
+    card : dict
+        The model card (labels, spacing, orientation, intensity preset, patch
+        size, network, training summary, validation Dice, medseg version).
+    config : WorkflowConfig
+        The workflow part of the card.
+    fingerprint : str
+        Stable 16-hex-digit hash of the weights and the card.
+    device : torch.device
+        Where preprocessing and inference run.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        card: ModelCard,
+        *,
+        device: str | torch.device = "auto",
+        source: str | None = None,
+    ) -> None:
+        from medseg.preprocess import resolve_device
+
+        self._card = card
+        self.config: WorkflowConfig = card.config
+        self.fingerprint: str = fingerprint(card)
+        self.device = resolve_device(self.config.device if device == "auto" else device)
+        self.network = network.to(self.device).eval()
+        self.source = source
+
+    @property
+    def card(self) -> dict[str, Any]:
+        """The model card as a plain JSON-ready dict (a copy)."""
+        return self._card.model_dump(mode="json")
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Label name -> index, background 0 included."""
+        return dict(self.config.labels)
+
+    def predict(self, image: Image, *, tta: bool | None = None):  # -> medseg.infer.Prediction
+        """Labels and per-label probabilities on ``image``'s grid (see :class:`medseg.infer.Prediction`)."""
+        from medseg.infer import predict
+
+        return predict(self.network, self.config, image, device=self.device, tta=tta)
+
+    def segment(self, image: Image, *, probabilities: bool = False, tta: bool | None = None) -> Image:
+        """Segment ``image``.
+
+        Parameters
+        ----------
+        image : Image
+            A 2D or 3D image matching the model's dims and channels.
+        probabilities : bool
+            Return the float32 class probabilities (trailing channel axis, one
+            channel per label in index order) instead of the label map.
+        tta : bool, optional
+            Mirroring test-time augmentation; ``None`` follows the model card.
+
+        Returns
+        -------
+        Image
+            Label map (uint8) on ``image``'s exact grid, or probabilities.
+        """
+        if image.ndim != self.config.dims:
+            raise ModelError(
+                f"model {self.config.name!r} is {self.config.dims}D but the image is {image.ndim}D", image.source
+            )
+        if tta and not self.config.augment.flip_axes:
+            raise ModelError(
+                f"model {self.config.name!r} was trained without mirroring; test-time mirroring does not apply"
+            )
+        pred = self.predict(image, tta=tta)
+        return pred.probabilities if probabilities else pred.labels
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"SegmentationModel({c.name!r}, {c.dims}D {c.network.name}, labels={c.label_names[1:]}, device={self.device}, fingerprint={self.fingerprint})"
+
+
+def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "auto") -> SegmentationModel:
+    """Load a medseg model directory or a MONAI bundle directory.
+
+    Parameters
+    ----------
+    path : path-like
+        A folder with ``model_card.json`` + ``model.safetensors`` (what ``medseg
+        train`` writes), the card file itself, or a MONAI bundle folder
+        (``configs/inference.json`` + ``models/model.pt``).
+    device : str or torch.device
+        ``"auto"`` (the card's device setting, CUDA when available), ``"cpu"`` or ``"cuda"``.
+
+    Raises
+    ------
+    medseg.errors.ModelError
+        Missing or invalid card, weights that are a pickled object, or weights
+        that do not match the card.
+    """
+    p = Path(path)
+    if p.is_file() and p.name == CARD_NAME:
+        p = p.parent
+    if not p.is_dir():
+        raise ModelError("no such model directory", p)
+    if not (p / CARD_NAME).is_file():
+        from medseg.models.bundle import is_bundle, load_bundle
+
+        if is_bundle(p):
+            network, card = load_bundle(p)
+            return SegmentationModel(network, card, device=device, source=str(p))
+    card = read_card(p)
+    weights = find_weights(p, card)
+    network = build_network(card.config)
+    load_weights_into(network, load_state_dict(weights), weights)
+    return SegmentationModel(network, card, device=device, source=str(p))

@@ -1,0 +1,260 @@
+"""Training datasets: an MSD-style ``dataset.json``, its split, and per-case checks before training.
+
+The format is the Medical Segmentation Decathlon's (what nnU-Net and MONAI users
+already have on disk)::
+
+    {"name": "...", "labels": {"0": "background", "1": "liver", ...},
+     "training": [{"image": "./imagesTr/case_001.nii.gz", "label": "./labelsTr/case_001.nii.gz"}, ...],
+     "validation": [...]}          # optional; or a "fold" integer per training entry
+
+Paths are relative to the folder holding ``dataset.json``; an image may be any
+file or DICOM series folder :func:`medseg.io.load` reads. Every case is read
+once and checked (label values known to the config, label on the image's grid,
+label map not empty, channels and dimensionality); all problems are reported
+together, each naming its file, before any training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.config import WorkflowConfig
+from medseg.errors import ConfigError, GeometryError, LabelError, MedsegError
+from medseg.io.image import Image
+
+
+@dataclass
+class Case:
+    """One labelled training case, read and checked."""
+
+    case_id: str
+    image_path: Path
+    label_path: Path
+    image: Image
+    label: Image
+
+    def as_item(self) -> dict[str, Any]:
+        """The mapping MONAI dictionary transforms consume."""
+        return {"image": self.image, "label": self.label, "case_id": self.case_id}
+
+
+@dataclass
+class DatasetSplit:
+    """Training and validation entries of a dataset.json (paths resolved, not yet read)."""
+
+    name: str
+    train: list[tuple[Path, Path]]
+    val: list[tuple[Path, Path]]
+    how: str  # how the validation cases were chosen
+    load_options: dict[str, Any] = field(default_factory=dict)  # passed to medseg.io.load for every file
+
+
+def case_id(path: Path) -> str:
+    """Case identifier from an image path (``case_001.nii.gz`` -> ``case_001``; nnU-Net's ``_0000`` dropped)."""
+    from medseg.infer import output_stem
+
+    stem = output_stem(path)
+    return stem[:-5] if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit() else stem
+
+
+def _check_labels_match(declared: dict[str, Any], config: WorkflowConfig, path: Path) -> None:
+    if not declared:
+        return
+    try:  # MSD: {"0": "background"}; nnU-Net v2: {"background": 0}
+        by_index = (
+            {int(k): str(v) for k, v in declared.items()}
+            if all(str(k).isdigit() for k in declared)
+            else {int(v): str(k) for k, v in declared.items()}
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"'labels' must map indices to names, got {declared}", path) from exc
+    expected = {i: n for n, i in config.labels.items()}
+    if by_index != expected:
+        raise ConfigError(f"dataset labels {by_index} differ from the config's labels {expected}", path)
+
+
+def read_dataset(dataset_json: str | os.PathLike[str], config: WorkflowConfig, *, seed: int = 0) -> DatasetSplit:
+    """Parse ``dataset.json`` and split it into training and validation entries.
+
+    The validation cases are, in order of precedence: the file's
+    ``validation`` list; the training entries whose ``fold`` equals
+    ``config.train.fold``; a seeded random ``config.train.val_fraction`` of the
+    cases (at least one). A single-case dataset validates on its training case.
+    """
+    path = Path(dataset_json)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read dataset description ({exc.strerror})", path) from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"dataset description is not valid JSON ({exc.msg}, line {exc.lineno})", path) from exc
+    if not isinstance(data, dict) or not isinstance(data.get("training"), list) or not data["training"]:
+        raise ConfigError("dataset.json needs a non-empty 'training' list of {image, label} entries", path)
+    if config.label_source == "semantic":  # otherwise the file's labels describe the stored maps, not the targets
+        _check_labels_match(data.get("labels") or {}, config, path)
+    root = path.parent
+
+    def entry(item: Any, where: str) -> tuple[Path, Path]:
+        if not isinstance(item, dict) or "image" not in item or "label" not in item:
+            raise ConfigError(f"{where}: each entry needs 'image' and 'label', got {item!r}", path)
+        image = item["image"][0] if isinstance(item["image"], list) and len(item["image"]) == 1 else item["image"]
+        if not isinstance(image, str):
+            raise ConfigError(f"{where}: multi-file images are not supported, got {item['image']!r}", path)
+        return (root / image).resolve(), (root / item["label"]).resolve()
+
+    training = [entry(it, f"training[{i}]") for i, it in enumerate(data["training"])]
+    fold = config.train.fold
+    if isinstance(data.get("validation"), list) and data["validation"]:
+        val = [entry(it, f"validation[{i}]") for i, it in enumerate(data["validation"])]
+        train, how = training, "the 'validation' list of dataset.json"
+    elif fold is not None:
+        folds = [it.get("fold") for it in data["training"]]
+        if any(f is None for f in folds):
+            raise ConfigError(f"train.fold={fold} is set but some training entries have no 'fold' key", path)
+        val = [e for e, f in zip(training, folds) if f == fold]
+        train = [e for e, f in zip(training, folds) if f != fold]
+        if not val or not train:
+            raise ConfigError(
+                f"fold {fold} leaves no {'validation' if not val else 'training'} cases; folds: {sorted(set(folds))}",
+                path,
+            )
+        how = f"fold {fold} of the entries' 'fold' keys"
+    elif len(training) == 1:
+        train, val, how = training, training, "the training case itself (single-case dataset)"
+    else:
+        order = np.random.default_rng(seed).permutation(len(training))
+        n_val = max(1, round(config.train.val_fraction * len(training)))
+        val_idx = set(order[:n_val].tolist())
+        val = [e for i, e in enumerate(training) if i in val_idx]
+        train = [e for i, e in enumerate(training) if i not in val_idx]
+        how = f"{n_val} of {len(training)} cases held out at random (seed {seed})"
+    options = {}
+    if "spacing_mm" in data:  # MSD extension for 2D raster data sets without trustworthy pixel size in the files
+        options["spacing"] = tuple(float(s) for s in data["spacing_mm"])
+    return DatasetSplit(
+        name=str(data.get("name") or path.parent.name), train=train, val=val, how=how, load_options=options
+    )
+
+
+def _world_corners(image: Image) -> np.ndarray:
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in image.shape], indexing="ij")).reshape(image.ndim, -1).T
+    return image.index_to_world(corners)
+
+
+def _same_voxels_any_order(label: Image, image: Image, tol_mm: float) -> bool:
+    """True when ``label`` covers the same voxel centres as ``image`` with axes permuted/flipped."""
+    if sorted(label.shape) != sorted(image.shape):
+        return False
+    a, b = _world_corners(label), _world_corners(image)
+    dist = np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1)
+    return bool(
+        dist.min(axis=1).max() <= tol_mm and np.allclose(sorted(label.spacing), sorted(image.spacing), atol=1e-3)
+    )
+
+
+def training_targets(label: np.ndarray, label_source: str) -> np.ndarray:
+    """Class-index targets from a label map as stored (see ``WorkflowConfig.label_source``).
+
+    ``instances``: background 0, object interior 1, object boundary 2 (the
+    object's own outermost voxels), so touching objects stay separable.
+    ``binary``: any non-zero value is class 1. ``semantic``: unchanged.
+    """
+    if label_source == "semantic":
+        return label
+    if label_source == "binary":
+        return (label != 0).astype(np.uint8)
+    from skimage.segmentation import find_boundaries
+
+    inst = np.asarray(label).astype(np.int64, copy=False)
+    targets = (inst > 0).astype(np.uint8)
+    targets[find_boundaries(inst, connectivity=1, mode="inner") & (inst > 0)] = 2
+    return targets
+
+
+def check_case(image: Image, label: Image, config: WorkflowConfig, label_path: Path) -> tuple[Image, list[str]]:
+    """Check one image/label pair against the config; returns the label (on the image grid) and the problems found."""
+    problems = []
+    if image.ndim != config.dims:
+        problems.append(f"image is {image.ndim}D, the workflow is {config.dims}D")
+    if image.n_channels != config.in_channels:
+        problems.append(f"image has {image.n_channels} channel(s), the workflow expects {config.in_channels}")
+    if config.spacing_mm is not None and not image.spacing_known:
+        problems.append("image spacing is unknown but the workflow resamples to a spacing in mm")
+    if label.channel_axis or label.ndim != image.ndim:
+        return label, [*problems, f"label map has shape {label.array.shape}, the image {image.array.shape}"]
+    tol = 0.1 * min(image.spacing)
+    if not label.same_grid(image, atol_mm=tol):
+        if not _same_voxels_any_order(label, image, tol):
+            offset = (
+                float(np.abs(_world_corners(label) - _world_corners(image)).max())
+                if label.shape == image.shape
+                else None
+            )
+            detail = f"corner offset {offset:.3g} mm" if offset is not None else f"shape {label.shape} vs {image.shape}"
+            return label, [*problems, f"label grid does not match the image grid ({detail}; tolerance {tol:.3g} mm)"]
+        from medseg.io.resample import resample_to
+
+        label = resample_to(label, image, "nearest")
+    stored = label.array
+    if not np.issubdtype(stored.dtype, np.integer) and not (
+        np.all(np.isfinite(stored)) and np.array_equal(stored, np.round(stored))
+    ):
+        return label, [*problems, "label map holds non-integer values"]
+    arr = training_targets(stored, config.label_source)
+    values = np.unique(arr).astype(np.int64)
+    allowed = set(config.labels.values())
+    unknown = sorted(set(values.tolist()) - allowed)
+    if unknown:
+        problems.append(f"label values {unknown[:10]} not in the config's labels 0..{max(allowed)}")
+    if values.tolist() == [0]:
+        problems.append("label map is empty (all background)")
+    return label.with_array(arr.astype(np.uint8 if max(allowed) < 256 else np.uint16)), problems
+
+
+def load_cases(
+    entries: list[tuple[Path, Path]], config: WorkflowConfig, source: Path, load_options: dict[str, Any] | None = None
+) -> list[Case]:
+    """Read and check every (image, label) pair; raise one error listing every bad case with its file.
+
+    ``load_options`` (e.g. ``spacing`` for PNG data sets) go to :func:`medseg.io.load` for raster files.
+
+    Raises
+    ------
+    medseg.errors.LabelError
+        When any case fails a check (its read errors included).
+    """
+    from medseg.io import RASTER_SUFFIXES, load
+
+    def read(path: Path) -> Image:
+        raster = path.name.lower().endswith(RASTER_SUFFIXES)
+        return load(path, **(load_options or {})) if raster else load(path)
+
+    cases, problems = [], []
+    for image_path, label_path in entries:
+        try:
+            image = read(image_path)
+        except MedsegError as exc:
+            problems.append(f"{image_path}: {exc.reason}")
+            continue
+        try:
+            label = read(label_path)
+        except MedsegError as exc:
+            problems.append(f"{label_path}: {exc.reason}")
+            continue
+        try:
+            label, found = check_case(image, label, config, label_path)
+        except GeometryError as exc:
+            found = [exc.reason]
+        if found:
+            problems.append(f"{label_path}: {'; '.join(found)}")
+        else:
+            cases.append(Case(case_id(image_path), image_path, label_path, image, label))
+    if problems:
+        raise LabelError(f"{len(problems)} of {len(entries)} case(s) invalid -- " + " | ".join(problems), source)
+    return cases

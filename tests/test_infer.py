@@ -1,0 +1,184 @@
+"""Inference: predictions land on the input's exact grid, whatever its orientation, obliquity or spacing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import medseg
+from medseg.config import validate_config
+from medseg.io.image import Image
+from medseg.io.resample import resample_to
+from medseg.models import build_network, load_model, save_model_dir
+from medseg.models.model import SegmentationModel
+from medseg.models.store import ModelCard
+from medseg.preprocess import Preprocessor
+
+
+class ThresholdNet(torch.nn.Module):
+    """A 'network' whose answer is known: class 1 where the normalised intensity exceeds ``t``."""
+
+    def __init__(self, t: float = 0.5, sharpness: float = 40.0) -> None:
+        super().__init__()
+        self.t, self.k = t, sharpness
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x[:, :1]), self.k * (x[:, :1] - self.t)], dim=1)
+
+
+def _card(dims: int = 3, **changes) -> ModelCard:
+    base = {
+        "name": "threshold",
+        "dims": dims,
+        "labels": {"background": 0, "bright": 1},
+        "intensity": {"preset": "ct", "window_hu": [0.0, 200.0]},
+        "patch_size": [24] * dims,
+        "network": {"name": "UNet", "params": {"channels": [4, 8], "strides": [2]}},
+        "medseg_version": medseg.__version__,
+        "augment": {"flip_axes": list(range(dims))},
+    }
+    return ModelCard.model_validate({**base, **changes})
+
+
+def _oblique(deg_z: float = 25.0, deg_x: float = -30.0) -> np.ndarray:
+    a, b = np.deg2rad(deg_z), np.deg2rad(deg_x)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    return rz @ rx
+
+
+def _blob_volume(shape=(40, 34, 18), spacing=(0.9, 1.2, 2.5), direction=None, origin=(5.0, -12.0, 30.0)) -> Image:
+    g = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1) * np.asarray(spacing)
+    centre = np.asarray(shape) * np.asarray(spacing) / 2
+    r = np.linalg.norm(g - centre * [0.8, 1.0, 1.0], axis=-1)
+    vol = np.where(r < 12, 160.0, 20.0) + np.random.default_rng(0).normal(0, 4, shape)
+    return Image(
+        vol.astype(np.float32), spacing=spacing, origin=origin, direction=direction, modality="CT", intensity_unit="HU"
+    )
+
+
+GRIDS = {
+    "identity": {},
+    "flipped": {"direction": np.diag([-1.0, 1.0, -1.0])},
+    "permuted": {"direction": np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])},
+    "oblique": {"direction": _oblique()},
+}
+
+
+@pytest.mark.parametrize("grid", list(GRIDS))
+@pytest.mark.parametrize("resample", [None, "extent", "spacing"])
+def test_labels_on_input_grid_and_equal_to_direct_answer(grid: str, resample: str | None) -> None:
+    image = _blob_volume(**GRIDS[grid])
+    changes = {"orientation": "RAS"} | ({"spacing_mm": [1.7, 1.7, 1.7], "resample": resample} if resample else {})
+    model = SegmentationModel(ThresholdNet(), _card(**changes), device="cpu")
+    labels = model.segment(image)
+    assert labels.same_grid(image) and labels.shape == image.shape
+    assert labels.array.dtype == np.uint8
+    truth = (image.array > 100).astype(np.uint8)  # ThresholdNet's answer computed on the native grid
+    agreement = float(np.mean(labels.array == truth))
+    if resample:  # probabilities interpolated back: only voxels at the blob's edge may differ
+        assert agreement > 0.97, agreement
+    else:  # reorientation alone is an exact permutation: identical answer
+        assert agreement == 1.0
+
+
+def test_probabilities_sum_to_one_and_argmax_is_the_label_map() -> None:
+    image = _blob_volume(direction=_oblique())
+    model = SegmentationModel(ThresholdNet(), _card(orientation="RAS", spacing_mm=[2.0, 2.0, 2.0]), device="cpu")
+    probs = model.segment(image, probabilities=True)
+    labels = model.segment(image)
+    assert probs.channel_axis and probs.array.shape == (*image.shape, 2) and probs.array.dtype == np.float32
+    assert np.allclose(probs.array.sum(-1), 1.0, atol=1e-5)
+    assert np.array_equal(np.argmax(probs.array, -1), labels.array)
+
+
+def test_mirroring_tta_on_a_mirror_symmetric_model_changes_nothing() -> None:
+    image = _blob_volume()
+    model = SegmentationModel(ThresholdNet(), _card(orientation="RAS"), device="cpu")
+    assert np.array_equal(model.segment(image, tta=True).array, model.segment(image, tta=False).array)
+
+
+def test_2d_anisotropic_raster_on_input_grid() -> None:
+    rng = np.random.default_rng(1)
+    arr = np.where(np.hypot(*np.meshgrid(np.arange(70) - 30, np.arange(45) - 20, indexing="ij")) < 12, 150.0, 10.0)
+    image = Image((arr + rng.normal(0, 3, arr.shape)).astype(np.float32), spacing=(0.4, 0.9))
+    model = SegmentationModel(ThresholdNet(), _card(dims=2, spacing_mm=[0.6, 0.6]), device="cpu")
+    labels = model.segment(image)
+    assert labels.same_grid(image)
+    assert np.mean(labels.array == (image.array > 100)) > 0.97
+
+
+def test_flipped_copy_is_segmented_identically_by_a_unet(tmp_path: Path) -> None:
+    """A real (random-weight) U-Net: the same scan stored flipped gives the same labels in world space."""
+    torch.manual_seed(0)
+    cfg = validate_config(
+        {
+            **_card().config.model_dump(),
+            "network": {"name": "UNet", "params": {"channels": [4, 8], "strides": [2]}},
+            "orientation": "RAS",
+            "spacing_mm": [1.5, 1.5, 2.0],
+        }
+    )
+    save_model_dir(tmp_path / "m", build_network(cfg).state_dict(), cfg)
+    model = load_model(tmp_path / "m", device="cpu")
+    image = _blob_volume()
+    flip = np.diag([-1.0, 1.0, -1.0])
+    far_corner = image.index_to_world(np.asarray(image.shape) - 1)
+    flipped = Image(
+        image.array[::-1, :, ::-1].copy(),
+        spacing=image.spacing,
+        origin=(far_corner[0], image.origin[1], far_corner[2]),
+        direction=image.direction @ flip,
+    )
+    a, b = model.segment(image), model.segment(flipped)
+    assert b.same_grid(flipped)
+    assert np.array_equal(resample_to(b, a).array, a.array)
+
+
+def test_preprocessor_records_its_inverse() -> None:
+    image = _blob_volume(direction=_oblique())
+    cfg = _card(orientation="RAS", spacing_mm=[2.0, 2.0, 2.0]).config
+    prep = Preprocessor(cfg)
+    x = prep(image)
+    assert x.shape[0] == 1 and tuple(x.shape[1:]) != image.shape
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0  # the CT window maps to [0, 1]
+    back = prep.invert(x.clone(), like=x)
+    assert tuple(back.shape[1:]) == image.shape
+
+
+def test_segment_command_writes_label_maps_on_input_grid(tmp_path: Path) -> None:
+    from medseg.cli import app
+
+    cfg = _card(orientation="RAS", spacing_mm=[2.0, 2.0, 2.0]).config
+    save_model_dir(tmp_path / "model", build_network(cfg).state_dict(), cfg)
+    image = _blob_volume(direction=_oblique())
+    scan = medseg.save(image, tmp_path / "scan.nii.gz")
+    result = CliRunner().invoke(
+        app, ["segment", str(tmp_path / "model"), str(scan), "--out", str(tmp_path / "out"), "--probabilities"]
+    )
+    assert result.exit_code == 0, result.output
+    labels = medseg.load(tmp_path / "out" / "scan.nii.gz")
+    assert labels.same_grid(medseg.load(scan))
+    prob = medseg.load(tmp_path / "out" / "scan_prob_bright.nii.gz")
+    assert prob.same_grid(labels) and float(prob.array.max()) <= 1.0
+
+
+@pytest.mark.gpu
+def test_preprocessing_and_augmentation_tensors_live_on_the_gpu() -> None:
+    from medseg.preprocess import cached_transforms, random_transforms
+
+    image = _blob_volume(direction=_oblique())
+    cfg = _card(
+        orientation="RAS", spacing_mm=[2.0, 2.0, 2.0], augment={"flip_axes": [1], "rotate_deg": 10, "scale_range": 0.1}
+    ).config
+    x = Preprocessor(cfg)(image, device="cuda")
+    assert x.device.type == "cuda"
+    item = cached_transforms(cfg)({"image": image, "label": image.with_array((image.array > 100).astype(np.uint8))})
+    patches = random_transforms(cfg, "cuda")(item)
+    assert all(p["image"].device.type == "cuda" and p["label"].device.type == "cuda" for p in patches)
+    model = SegmentationModel(ThresholdNet(), _card(orientation="RAS", spacing_mm=[2.0, 2.0, 2.0]), device="cuda")
+    assert model.segment(image).same_grid(image)

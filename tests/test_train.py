@@ -1,0 +1,239 @@
+"""Training: dataset checks before training, splits, seeded reproducibility, resume, outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import medseg
+from medseg.config import validate_config
+from medseg.errors import ConfigError, LabelError
+from medseg.io.image import Image
+from medseg.train import train
+from medseg.train.dataset import read_dataset, training_targets
+
+SPACING = (2.0, 2.0, 3.0)
+
+
+def _config(**changes):
+    base = {
+        "name": "toy",
+        "dims": 3,
+        "labels": {"background": 0, "a": 1, "b": 2},
+        "intensity": {"preset": "ct", "window_hu": [-100, 250]},
+        "spacing_mm": [3.0, 3.0, 3.0],
+        "orientation": "RAS",
+        "patch_size": [16, 16, 16],
+        "network": {"name": "UNet", "params": {"channels": [4, 8], "strides": [2]}},
+        "augment": {"flip_axes": [1], "rotate_deg": 10, "scale_range": 0.1, "noise_std": 0.01},
+        "optimizer": {"schedule": "constant"},
+        "train": {"max_epochs": 3, "batch_size": 2, "samples_per_image": 2, "val_every": 2},
+    }
+    return validate_config({**base, **changes})
+
+
+def _case(rng: np.random.Generator, shape=(24, 22, 12)) -> tuple[np.ndarray, np.ndarray]:
+    g = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    lab = np.zeros(shape, np.uint8)
+    lab[np.linalg.norm((g - [7 + rng.integers(-1, 2), 11, 6]) * [1, 1, 1.5], axis=-1) < 5] = 1
+    lab[np.linalg.norm((g - [17 + rng.integers(-1, 2), 11, 6]) * [1, 1, 1.5], axis=-1) < 4] = 2
+    img = np.choose(lab, [-50.0, 80.0, 200.0]) + rng.normal(0, 15, shape)
+    return img.astype(np.int16), lab
+
+
+def _dataset(root: Path, n: int = 3, *, labels_json: dict | None = None, mutate=None) -> Path:
+    """Write ``n`` phantom cases as NIfTI and an MSD dataset.json; ``mutate(i, image, label)`` may spoil one."""
+    rng = np.random.default_rng(0)
+    entries = []
+    for i in range(n):
+        img, lab = _case(rng)
+        image = Image(img, spacing=SPACING, origin=(10.0, -5.0, 30.0), modality="CT", intensity_unit="HU")
+        label = image.with_array(lab)
+        if mutate is not None:
+            image, label = mutate(i, image, label)
+        medseg.save(image, root / "imagesTr" / f"case_{i:03d}.nii.gz")
+        medseg.save(label, root / "labelsTr" / f"case_{i:03d}.nii.gz")
+        entries.append({"image": f"./imagesTr/case_{i:03d}.nii.gz", "label": f"./labelsTr/case_{i:03d}.nii.gz"})
+    desc = {"name": "toy", "labels": labels_json or {"0": "background", "1": "a", "2": "b"}, "training": entries}
+    (root / "dataset.json").write_text(json.dumps(desc))
+    return root / "dataset.json"
+
+
+def test_invalid_cases_are_all_reported_with_their_files(tmp_path: Path) -> None:
+    def spoil(i: int, image: Image, label: Image):
+        if i == 0:
+            return image, label.with_array(np.where(label.array == 2, 7, label.array).astype(np.uint8))
+        if i == 1:
+            return image, label.with_array(np.zeros_like(label.array))
+        if i == 2:
+            return image, Image(label.array, spacing=label.spacing, origin=(12.5, -5.0, 30.0))
+        return image, label
+
+    ds = _dataset(tmp_path, n=4, mutate=spoil)
+    with pytest.raises(LabelError) as info:
+        train(_config(), ds, tmp_path / "run", progress=False)
+    msg = str(info.value)
+    assert "3 of 4 case(s) invalid" in msg
+    assert "case_000.nii.gz: label values [7] not in the config's labels 0..2" in msg
+    assert "case_001.nii.gz: label map is empty" in msg
+    assert "case_002.nii.gz: label grid does not match the image grid" in msg
+    assert "case_003" not in msg
+    assert not (tmp_path / "run").exists()  # nothing written before the data are valid
+
+
+def test_label_stored_flipped_is_accepted_and_aligned(tmp_path: Path) -> None:
+    """A label file storing the same voxels in another order (as converters do) is resampled exactly."""
+    flipped = {}
+
+    def flip(i: int, image: Image, label: Image):
+        far = label.index_to_world(np.asarray(label.shape) - 1)
+        stored = Image(
+            label.array[::-1].copy(),
+            spacing=label.spacing,
+            origin=(far[0], *label.origin[1:]),
+            direction=np.diag([-1.0, 1, 1]),
+        )
+        flipped[i] = label.array
+        return image, stored
+
+    ds = _dataset(tmp_path, n=2, mutate=flip)
+    from medseg.train.dataset import load_cases
+
+    split = read_dataset(ds, _config())
+    cases = load_cases(split.train, _config(), ds)
+    for case in cases:
+        assert case.label.same_grid(case.image)
+        assert np.array_equal(case.label.array, flipped[int(case.case_id[-3:])])
+
+
+def test_dataset_description_errors(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path, n=2, labels_json={"0": "background", "1": "liver", "2": "b"})
+    with pytest.raises(ConfigError, match="dataset labels .* differ from the config's labels"):
+        read_dataset(ds, _config())
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"training": []}')
+    with pytest.raises(ConfigError, match="non-empty 'training' list"):
+        read_dataset(bad, _config())
+    bad.write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        read_dataset(bad, _config())
+
+
+def test_validation_split_sources(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path, n=5)
+    desc = json.loads(ds.read_text())
+    split = read_dataset(ds, _config())
+    assert len(split.val) == 1 and len(split.train) == 4 and not set(split.val) & set(split.train)
+    assert read_dataset(ds, _config(), seed=0).val == split.val  # seeded
+
+    for i, e in enumerate(desc["training"]):
+        e["fold"] = i % 2
+    ds.write_text(json.dumps(desc))
+    split = read_dataset(ds, _config(train={"fold": 1}))
+    assert [p[0].name for p in split.val] == ["case_001.nii.gz", "case_003.nii.gz"]
+    with pytest.raises(ConfigError, match="fold 4 leaves no validation"):
+        read_dataset(ds, _config(train={"fold": 4}))
+
+    desc["validation"] = [desc["training"].pop()]
+    ds.write_text(json.dumps(desc))
+    split = read_dataset(ds, _config())
+    assert [p[0].name for p in split.val] == ["case_004.nii.gz"] and len(split.train) == 4
+
+
+def test_instance_targets_match_skimage_boundaries() -> None:
+    from skimage.segmentation import find_boundaries
+
+    rng = np.random.default_rng(2)
+    inst = np.zeros((40, 40), np.uint16)
+    for k in range(1, 8):
+        r, c = rng.integers(4, 36, 2)
+        inst[max(r - 4, 0) : r + 4, max(c - 4, 0) : c + 4] = k  # overlapping squares: touching objects
+    targets = training_targets(inst, "instances")
+    boundary = find_boundaries(inst, mode="inner") & (inst > 0)
+    assert np.array_equal(targets == 2, boundary)
+    assert np.array_equal(targets > 0, inst > 0)
+    assert np.array_equal(training_targets(inst * 255, "binary"), (inst > 0).astype(np.uint8))
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint_last.pt", weights_only=True)["network"]
+
+
+def test_seeded_runs_are_identical_and_resume_continues_exactly(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path / "data", n=2)
+    cfg = _config(train={"max_epochs": 2, "batch_size": 2, "samples_per_image": 2, "val_every": 2})
+    train(cfg, ds, tmp_path / "a", seed=3, progress=False, device="cpu")
+    train(cfg, ds, tmp_path / "b", seed=3, progress=False, device="cpu")
+    train(cfg, ds, tmp_path / "c", seed=3, progress=False, device="cpu", max_epochs=1)
+    train(cfg, ds, tmp_path / "c", seed=3, progress=False, device="cpu", resume=True)
+    wa, wb, wc = _weights(tmp_path / "a"), _weights(tmp_path / "b"), _weights(tmp_path / "c")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert all(torch.equal(wa[k], wc[k]) for k in wa)
+    train(cfg, ds, tmp_path / "d", seed=4, progress=False, device="cpu", max_epochs=1)
+    assert not all(torch.equal(wa[k], _weights(tmp_path / "d")[k]) for k in wa)
+
+
+def test_outputs_model_dir_card_and_log(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path / "data", n=3)
+    out = train(_config(), ds, tmp_path / "run", seed=0, progress=False)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training"]["train_data"]["n_cases"] == 2 and len(card["training"]["validation_cases"]) == 1
+    assert card["training"]["epochs_run"] == 3 and card["training"]["stopped"].startswith("max_epochs")
+    assert set(card["validation"]["dice"]) == {"a", "b"} and 0 <= card["validation"]["dice_mean"] <= 1
+    assert card["spacing_mm"] == [3.0, 3.0, 3.0] and card["labels"] == {"background": 0, "a": 1, "b": 2}
+    with open(out / "train_log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert {"loss", "dice_a", "dice_b", "dice_mean", "epoch_s"} <= set(rows[0])
+    assert rows[0]["dice_a"] == "" and rows[1]["dice_a"] != ""  # validated every 2 epochs and at the end
+    best = max(rows, key=lambda r: float(r["dice_mean"] or -1))
+    assert card["validation"]["epoch"] == int(best["epoch"])
+    # model.safetensors holds the best epoch's weights, loadable as a medseg model
+    model = medseg.load_model(out)
+    assert set(load_file(str(out / "model.safetensors"))) == set(model.network.state_dict())
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        train(_config(), ds, out, progress=False)
+
+
+def test_early_stopping_and_time_budget(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path / "data", n=2)
+    out = train(
+        _config(
+            train={"max_epochs": 50, "val_every": 1, "early_stop_patience": 1, "batch_size": 2, "samples_per_image": 1},
+            optimizer={"lr": 1e-9},
+        ),
+        ds,
+        tmp_path / "es",
+        progress=False,
+    )
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training"]["stopped"].startswith("early stopping") and card["training"]["epochs_run"] < 50
+    out = train(
+        _config(train={"max_epochs": 500, "val_every": 50}), ds, tmp_path / "budget", max_minutes=0.05, progress=False
+    )
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training"]["stopped"].startswith("time budget") and card["training"]["seconds"] < 3 * 60 * 0.05 + 10
+
+
+def test_train_command(tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    ds = _dataset(tmp_path / "data", n=2)
+    cfg_path = tmp_path / "toy.yaml"
+    cfg_path.write_text(yaml.safe_dump(_config().model_dump(mode="json")))
+    result = CliRunner().invoke(
+        app, ["train", str(cfg_path), "--data", str(ds), "--out", str(tmp_path / "run"), "--max-epochs", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "validation Dice" in result.output
+    card = json.loads((tmp_path / "run" / "model_card.json").read_text())
+    assert card["training"]["command"].startswith(f"medseg train {cfg_path} --data {ds}")
