@@ -22,7 +22,7 @@ from medseg.errors import MedsegError
 from medseg.io import Image, find_series, load, save
 
 # public name -> module that defines it; imported on first access
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {"load_model": "medseg.models", "measure": "medseg.measurement", "evaluate_case": "medseg.metrics", "match_instances": "medseg.metrics", "instance_metrics": "medseg.metrics", "resample_to": "medseg.io.resample", "save_dicom_series": "medseg.io.dicom", "run_batch": "medseg.batch"}
 
 
 def __getattr__(name: str) -> Any:
