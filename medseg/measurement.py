@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from medseg.postprocess import PostprocessResult
 
 # voxels per chunk of the run-finding pass: the comparison buffer stays in cache
-_CHUNK_VOXELS = 1 << 21
+_CHUNK_VOXELS = 1 << 22
 _MAX_THREADS = 4
 # a 2D image whose pixels are at most this size (mm) is taken as microscopy: lengths in um
 _MICROSCOPY_MAX_SPACING_MM = 0.02
