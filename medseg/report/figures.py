@@ -243,11 +243,12 @@ def box_plots(per_case: pd.DataFrame, metrics: Sequence[str] = ("dice", "hd95_mm
             v = v[np.isfinite(v)]
             if v.size:
                 groups.append(v)
-                names.append(f"{label}\nn={v.size}")
+                name = rows["name"].iloc[0] if "name" in rows and rows["name"].iloc[0] else str(label)
+                names.append(f"{name}\nn={v.size}")
         if groups:
             ax.boxplot(groups, tick_labels=names, showfliers=True)
         ax.set_ylabel(metric)
         ax.set_xlabel("label")
-        ax.tick_params(axis="x", labelsize=6)
+        ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     return fig
