@@ -36,19 +36,11 @@ from medseg.metrics.surface import surface_metrics
 
 Labels = Mapping[int, str] | Sequence[int] | None
 
+#: overlap and surface metrics per label, in report order
+OVERLAP_METRICS = ("dice", "iou", "precision", "recall")
+SURFACE_METRICS = ("hd_mm", "hd95_mm", "assd_mm", "nsd")
 #: metrics summarised per label, in report order
-SUMMARY_METRICS = (
-    "dice",
-    "iou",
-    "precision",
-    "recall",
-    "hd_mm",
-    "hd95_mm",
-    "assd_mm",
-    "nsd",
-    "abs_volume_diff_ml",
-    "rel_volume_diff_pct",
-)
+SUMMARY_METRICS = (*OVERLAP_METRICS, *SURFACE_METRICS, "abs_volume_diff_ml", "rel_volume_diff_pct")
 
 
 def _label_names(labels: Labels, present: np.ndarray) -> dict[int, str]:

@@ -22,7 +22,7 @@ import pandas as pd
 from medseg import __version__
 from medseg.atomic import atomic_path, write_text_atomic
 from medseg.metrics.cohort import CaseRecord, CohortResult
-from medseg.metrics.evaluate import summarize
+from medseg.metrics.evaluate import OVERLAP_METRICS, SURFACE_METRICS, summarize
 from medseg.report.figures import box_plots, plot_volumes, png_bytes
 
 _TABLE_COLUMNS = (
@@ -30,14 +30,8 @@ _TABLE_COLUMNS = (
     "label",
     "name",
     "empty_in",
-    "dice",
-    "iou",
-    "precision",
-    "recall",
-    "hd_mm",
-    "hd95_mm",
-    "assd_mm",
-    "nsd",
+    *OVERLAP_METRICS,
+    *SURFACE_METRICS,
     "ref_volume_ml",
     "pred_volume_ml",
     "rel_volume_diff_pct",
