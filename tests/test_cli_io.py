@@ -72,8 +72,9 @@ def test_info_on_a_mixed_folder_lists_everything_and_flags_bad_files(tmp_path: P
     assert {r["series_description"] for r in series} == {"part 1", "part 2"}
     (broken,) = [r for r in rows if r["image"].endswith("broken.png")]
     assert "broken.png" in broken["error"]
-    table = runner.invoke(app, ["info", str(tmp_path)])
+    table = runner.invoke(app, ["info", str(tmp_path)], terminal_width=200)
     assert table.exit_code == 0 and "labels.nii.gz" in table.output and "2x2x2" in table.output
+    assert "dicom/s1 [series" in table.output and "dicom/s2 [series" in table.output  # not swallowed as markup
 
 
 def test_info_reports_unknown_spacing_and_warnings(tmp_path: Path) -> None:

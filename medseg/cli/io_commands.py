@@ -90,12 +90,14 @@ def scan(path: Path) -> Iterator[dict[str, Any]]:
 def _short_label(label: str, root: Path) -> str:
     """``label`` relative to the folder ``info`` was given, or the file name."""
     if root.is_dir() and label.startswith(str(root)):
-        return label[len(str(root)) :].lstrip("/") or root.name
+        rest = label[len(str(root)) :].lstrip("/")
+        return f"{root.name}{rest}" if not rest or rest.startswith(" [") else rest  # a series in root itself
     return Path(label).name
 
 
 def _print_table(root: Path, rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -107,7 +109,7 @@ def _print_table(root: Path, rows: list[dict[str, Any]]) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("Warnings", overflow="fold", min_width=12)
     for row in rows:
-        name = _short_label(row["image"], root)
+        name = escape(_short_label(row["image"], root))  # "[series 0]" is not rich markup
         if "error" in row or "note" in row:
             text = f"[red]error: {row['error']}[/red]" if "error" in row else row["note"]
             table.add_row(name, row.get("modality") or "", "", "", "", "", text)
