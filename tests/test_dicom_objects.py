@@ -260,3 +260,38 @@ def test_enhanced_frames_of_another_orientation_are_not_stacked(tmp_path):
     ds.save_as(path)
     with pytest.raises(SeriesError, match="different orientations"):
         load_dicom(path)
+
+
+def _as_floats(value: object) -> list[float] | None:
+    items = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    try:
+        return [float(v) for v in items]
+    except (TypeError, ValueError):
+        return None
+
+
+def test_raw_number_parsing_agrees_with_pydicom_on_the_corpus() -> None:
+    """The cached parse of DS/IS text gives what pydicom's conversion gives, on every corpus file."""
+    from pydicom.data import get_testdata_files
+
+    from medseg.io.dicom_frames import _number_text
+
+    keywords = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+                "RescaleSlope", "RescaleIntercept", "InstanceNumber", "NumberOfFrames")
+    compared = 0
+    for path in get_testdata_files("*.dcm"):
+        try:
+            raw, converted = pydicom.dcmread(path), pydicom.dcmread(path)
+        except Exception:  # files pydicom itself cannot parse are the reader's business, tested elsewhere
+            continue
+        for keyword in keywords:
+            try:
+                expected = converted.get(keyword)
+            except Exception:
+                continue
+            if expected is None:
+                assert _number_text(raw, keyword) is None, (path, keyword)
+                continue
+            assert _as_floats(_number_text(raw, keyword)) == _as_floats(expected), (path, keyword)
+            compared += 1
+    assert compared > 300

@@ -10,6 +10,7 @@ is a :class:`~medseg.errors.ReadError` subclass naming the file.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,34 @@ def _floats(value: Any, n: int) -> np.ndarray | None:
     return out if out.shape == (n,) and np.all(np.isfinite(out)) else None
 
 
+def _number_text(ds: Dataset, keyword: str) -> Any:
+    """A DS/IS attribute's value as float or tuple of floats, parsed from its raw text once per distinct text.
+
+    The geometry and rescale attributes repeat, byte for byte, across the slices of a
+    series; converting them through pydicom's element machinery for every file is most
+    of the per-file header cost. Converted elements (or odd text) take pydicom's path.
+    """
+    elem = ds.get_item(keyword)
+    if elem is None:
+        return None
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        parsed = _parse_number_text(elem.value)
+        if parsed is not None:
+            return parsed[0] if len(parsed) == 1 else parsed
+    return ds.get(keyword)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_number_text(raw: bytes) -> tuple[float, ...] | None:
+    text = raw.strip(b" \x00")
+    if not text:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(b"\\"))
+    except ValueError:
+        return None
+
+
 def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
     seq = ds.get(keyword)
     return seq[0] if seq else None
@@ -152,7 +181,7 @@ def _plane_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str]:
     radiograph) divided by EstimatedRadiographicMagnificationFactor when
     present, else NominalScannedPixelSpacing (digitised film); None when absent.
     """
-    if (sp := _floats(ds.get("PixelSpacing"), 2)) is not None:
+    if (sp := _floats(_number_text(ds, "PixelSpacing"), 2)) is not None:
         return (sp[0], sp[1]), "PixelSpacing"
     if (sp := _floats(ds.get("ImagerPixelSpacing"), 2)) is not None:
         mag = _number(ds.get("EstimatedRadiographicMagnificationFactor"), None)
@@ -200,19 +229,21 @@ def _planes_of(ds: Dataset, path: Path) -> list[Plane]:
     rows, columns = int(ds.Rows), int(ds.Columns)
     if rows < 1 or columns < 1:
         raise ReadError(f"image has {rows} rows x {columns} columns", path)
-    n_frames = _number(ds.get("NumberOfFrames"), 1.0) or 1.0
+    n_frames = _number(_number_text(ds, "NumberOfFrames"), 1.0) or 1.0
     multi = "NumberOfFrames" in ds
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
     localizer = "LOCALIZER" in image_type or "SCOUT" in image_type
     top_spacing, top_source = _plane_spacing(ds)
-    top_orientation = _floats(ds.get("ImageOrientationPatient"), 6)
-    top_position = _floats(ds.get("ImagePositionPatient"), 3)
-    top_thickness = _number(ds.get("SliceThickness"), None)
-    top_slope = _number(ds.get("RescaleSlope"), None) or _number(ds.get("DoseGridScaling"), None) or 1.0
-    top_intercept = _number(ds.get("RescaleIntercept"), 0.0) or 0.0
-    instance = int(_number(ds.get("InstanceNumber"), 0) or 0)
+    top_orientation = _floats(_number_text(ds, "ImageOrientationPatient"), 6)
+    top_position = _floats(_number_text(ds, "ImagePositionPatient"), 3)
+    top_thickness = _number(_number_text(ds, "SliceThickness"), None)
+    top_slope = (
+        _number(_number_text(ds, "RescaleSlope"), None) or _number(_number_text(ds, "DoseGridScaling"), None) or 1.0
+    )
+    top_intercept = _number(_number_text(ds, "RescaleIntercept"), 0.0) or 0.0
+    instance = int(_number(_number_text(ds, "InstanceNumber"), 0) or 0)
     grid_offsets = _frame_offsets(ds, int(n_frames)) if multi and not per_frame else None
     planes = []
     for f in range(int(n_frames)):
@@ -290,7 +321,7 @@ def decode_file(ds: Dataset, path: Path) -> np.ndarray:
         array, info = decoder.as_array(ds, as_rgb=True)
     except Exception as exc:
         raise ReadError(f"cannot decode pixel data ({syntax.name}: {_reason(exc)})", path) from exc
-    frames = int(_number(ds.get("NumberOfFrames"), 1.0) or 1)
+    frames = int(_number(_number_text(ds, "NumberOfFrames"), 1.0) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if frames == 1 and array.ndim == (2 if samples == 1 else 3):
         array = array[np.newaxis]
