@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medseg.errors import ConfigError
-from medseg.io import load, save
+from medseg.io import find_series, load, save
 from medseg.io.image import Image
 
 if TYPE_CHECKING:
@@ -63,7 +63,10 @@ def _inventory(sample_data: Path, console: Console) -> None:
         first = load(ds / desc["training"][0]["image"])
         table.add_row(ds.name, str(len(desc.get("training", []))), str(len(desc.get("test", []))), repr(first))
     for folder in sorted(p for p in sample_data.iterdir() if p.is_dir() and p.name.endswith("_dicom")):
-        table.add_row(folder.name, "", "1 series", repr(load(folder)))
+        series = find_series(folder)  # headers only: the held-out loop decodes the pixels
+        s = series[0]
+        grid = f"{'x'.join(map(str, s.shape))}, spacing {'x'.join(f'{v:.4g}' for v in s.spacing)} mm, {s.orientation}"
+        table.add_row(folder.name, "", f"{len(series)} series", f"{s.modality} {grid}")
     console.print(table)
 
 

@@ -287,7 +287,6 @@ def connected_components(labels: Image, connectivity: int | None = None) -> Post
     >>> res.classes[["instance", "label", "voxel_count"]].values.tolist()
     [[1, 1, 1], [2, 1, 1], [3, 2, 1]]
     """
-
     labels = as_label_image(labels)
     conn = _connectivity(connectivity, labels.ndim, labels.source)
     instances, n = label_components(labels.array, conn)
