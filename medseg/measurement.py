@@ -3,7 +3,8 @@
 The per-label basics (voxel count, volume, centroid, bounding box) come from a
 single vectorised pass over the voxels: the array is cut into runs of equal
 values along its fastest memory axis (:func:`label_runs`) and the runs, far
-fewer than the voxels, are reduced per label (:func:`region_stats`). Shape and
+fewer than the voxels, are reduced per label (:func:`region_stats`; :func:`label_stats`
+reduces each chunk's runs in the thread that found them). Shape and
 intensity features are then computed per region on its cropped bounding box
 only.
 
@@ -19,10 +20,10 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -42,6 +43,7 @@ _MICROSCOPY_MAX_SPACING_MM = 0.02
 # tolerance (in voxels) for two grids to hold the same voxel centres
 _GRID_TOL_VOXELS = 1e-3
 _PERCENTILES = (5.0, 50.0, 95.0)
+_Part = TypeVar("_Part")
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,29 @@ def label_runs(array: np.ndarray) -> LabelRuns:
     >>> runs.value.tolist(), runs.length.tolist(), runs.first.T.tolist()
     ([2, 1], [2, 2], [[0, 1], [1, 0]])
     """
+    parts = _scan_runs(array, lambda runs: runs)
+    if len(parts) == 1:
+        return parts[0]
+    return LabelRuns(
+        np.concatenate([p.value for p in parts]),
+        np.concatenate([p.length for p in parts]),
+        np.concatenate([p.first for p in parts], axis=1),
+        parts[0].axis,
+    )
+
+
+def label_stats(array: np.ndarray, *, moments: bool = False) -> RegionStats:
+    """Per-value voxel counts, index sums and bounding boxes of a label array, in one threaded pass.
+
+    Equal to ``region_stats(label_runs(array), moments=moments)``, but each
+    chunk's runs are reduced in the thread that found them while they are in
+    cache, and only the small per-chunk tables are merged.
+    """
+    return _merge_stats(_scan_runs(array, lambda runs: region_stats(runs, moments=moments)))
+
+
+def _scan_runs(array: np.ndarray, reduce: Callable[[LabelRuns], _Part]) -> list[_Part]:
+    """``reduce`` applied to the runs of each chunk of ``array`` (memory order), chunks scanned in parallel."""
     ndim = array.ndim
     if array.flags.c_contiguous:
         memory, axes = array, list(range(ndim))
@@ -145,25 +170,24 @@ def label_runs(array: np.ndarray) -> LabelRuns:
     else:
         memory, axes = np.ascontiguousarray(array), list(range(ndim))
     if memory.size == 0:
-        return LabelRuns(memory.reshape(-1)[:0], np.zeros(0, np.int64), np.zeros((ndim, 0), np.int64), axes[-1])
+        empty = LabelRuns(memory.reshape(-1)[:0], np.zeros(0, np.int64), np.zeros((ndim, 0), np.int64), axes[-1])
+        return [reduce(empty)]
     flat = memory.reshape(-1)
     step = max(1, _CHUNK_VOXELS // memory.shape[-1]) * memory.shape[-1]  # chunks end at row ends
     bounds = [(begin, min(begin + step, flat.size)) for begin in range(0, flat.size, step)]
 
     buffers = threading.local()  # one comparison buffer per thread, reused across chunks
 
-    def scan(bound: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def scan(bound: tuple[int, int]) -> _Part:
         if not hasattr(buffers, "is_start"):
             buffers.is_start = np.empty(min(step, flat.size), bool)
-        return _chunk_runs(flat, *bound, memory.shape, axes, buffers.is_start)
+        value, length, first = _chunk_runs(flat, *bound, memory.shape, axes, buffers.is_start)
+        return reduce(LabelRuns(value, length, first, axes[-1]))
 
     if len(bounds) < 4:
-        parts = [scan(b) for b in bounds]
-    else:  # numpy releases the GIL: chunks are scanned in parallel
-        with ThreadPoolExecutor(min(_MAX_THREADS, os.cpu_count() or 1)) as pool:
-            parts = list(pool.map(scan, bounds))
-    value, length, first = (np.concatenate(p, axis=-1) for p in zip(*parts, strict=True))
-    return LabelRuns(value, length, first, axes[-1])
+        return [scan(b) for b in bounds]
+    with ThreadPoolExecutor(min(_MAX_THREADS, os.cpu_count() or 1)) as pool:  # numpy releases the GIL
+        return list(pool.map(scan, bounds))
 
 
 def _chunk_runs(
@@ -266,6 +290,30 @@ def region_stats(runs: LabelRuns, keys: np.ndarray | None = None, *, moments: bo
         bbox_min[:, axis], bbox_max[:, axis] = mins, maxs
     outer = _outer_sums(runs, group, n, length, last) if moments else None
     return RegionStats(key, count, index_sum, bbox_min, bbox_max, outer)
+
+
+def _merge_stats(parts: list[RegionStats]) -> RegionStats:
+    """Combine the stats of disjoint parts of one array (e.g. chunks) into the stats of the whole."""
+    if len(parts) == 1:
+        return parts[0]
+    key, group = _group(np.concatenate([p.key for p in parts]))
+    n = key.size
+
+    def reduced(field: str, ufunc: np.ufunc, start: float, dtype: type) -> np.ndarray:
+        values = np.concatenate([getattr(p, field) for p in parts])
+        out = np.full((n, *values.shape[1:]), start, dtype)
+        ufunc.at(out, group, values)
+        return out
+
+    outer = None if parts[0].index_outer_sum is None else reduced("index_outer_sum", np.add, 0.0, np.float64)
+    return RegionStats(
+        key,
+        reduced("count", np.add, 0, np.int64),
+        reduced("index_sum", np.add, 0.0, np.float64),
+        reduced("bbox_min", np.minimum, np.iinfo(np.int64).max, np.int64),
+        reduced("bbox_max", np.maximum, -1, np.int64),
+        outer,
+    )
 
 
 def _outer_sums(runs: LabelRuns, group: np.ndarray, n: int, length: np.ndarray, last: np.ndarray) -> np.ndarray:
@@ -609,7 +657,7 @@ def measure(
     if not semantic.spacing_known:
         warnings.warn(f"{_describe(semantic)}: pixel spacing unknown, sizes are in pixels", stacklevel=2)
 
-    stats = region_stats(label_runs(semantic.array), moments=shape)
+    stats = label_stats(semantic.array, moments=shape)
     table = _region_table(stats, stats.key, semantic.array, semantic, image, shape)
     instance_rows = instances or inst_image is not None
     if (instance_rows or semantic.ndim == 2) and len(table):

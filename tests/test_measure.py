@@ -13,9 +13,10 @@ from scipy.spatial.transform import Rotation
 from skimage.measure import regionprops
 
 import medseg
+from medseg import measurement
 from medseg.errors import GeometryError, LabelError
 from medseg.io.image import Image
-from medseg.measurement import align_labels, crofton_perimeter, label_runs, measure, region_stats
+from medseg.measurement import align_labels, crofton_perimeter, label_runs, label_stats, measure, region_stats
 
 
 def _random_labels(rng: np.random.Generator, shape: tuple[int, ...], n_labels: int = 5) -> np.ndarray:
@@ -55,6 +56,21 @@ def test_region_stats_match_brute_force(layout: str, shape: tuple[int, ...]) -> 
         assert count == len(idx)
         assert np.array_equal(index_sum, idx.sum(axis=0))
         assert np.array_equal(lo, idx.min(axis=0)) and np.array_equal(hi, idx.max(axis=0))
+
+
+@pytest.mark.parametrize("layout", ["C", "F"])
+def test_chunked_label_stats_equal_the_stats_of_all_runs(layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    arr = _random_labels(rng, (37, 29, 23), n_labels=9)
+    arr[..., -1] = 3  # runs continuing over row ends, cut at chunk ends too
+    if layout == "F":
+        arr = np.asfortranarray(arr)
+    expected = region_stats(label_runs(arr), moments=True)
+    monkeypatch.setattr(measurement, "_CHUNK_VOXELS", 200)  # ~100 chunks, scanned by the thread pool
+    chunked = label_stats(arr, moments=True)
+    assert np.array_equal(chunked.key, expected.key)
+    for field in ("count", "index_sum", "bbox_min", "bbox_max", "index_outer_sum"):
+        assert np.array_equal(getattr(chunked, field), getattr(expected, field)), field
 
 
 def test_volume_is_voxel_count_times_voxel_volume_exactly() -> None:
