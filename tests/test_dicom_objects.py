@@ -8,15 +8,22 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.data import get_testdata_file
+from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.pixels.processing import convert_color_space
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import medseg.io.dicom
-from medseg.errors import SeriesError, UnsupportedTransferSyntaxError
+from medseg.errors import ReadError, SeriesError, UnsupportedTransferSyntaxError
 from medseg.io import dicom_frames
 from medseg.io.dicom import load_dicom, save_dicom_series
+from medseg.io.dicom_frames import (
+    decode_file,
+    decode_with_imagecodecs,
+    imagecodecs_decodable,
+    planes_of,
+)
 from medseg.io.image import Image
 
 DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -70,16 +77,17 @@ def test_lossless_syntaxes_equal_the_uncompressed_file_and_simpleitk(name):
     np.testing.assert_allclose(image.direction.ravel(), ref.GetDirection(), atol=1e-9)
 
 
-@pytest.mark.parametrize("decoder", ["gdcm-threads", "pydicom"])
+@pytest.mark.parametrize("decoder", ["parallel-threads", "pydicom"])
 @pytest.mark.parametrize("syntax", [pydicom.uid.RLELossless, pydicom.uid.JPEGLSLossless, pydicom.uid.JPEG2000Lossless])
 def test_series_compressed_by_pydicom_encoders_round_trips(tmp_path, monkeypatch, syntax, decoder):
     if decoder == "pydicom":
-        monkeypatch.setattr(medseg.io.dicom, "GDCM_MIN_SLICES", 10**9)
-    gdcm_calls = []
-    real_gdcm = medseg.io.dicom.decode_with_gdcm
-    monkeypatch.setattr(
-        medseg.io.dicom, "decode_with_gdcm", lambda p, plane: gdcm_calls.append(p) or real_gdcm(p, plane)
-    )
+        monkeypatch.setattr(medseg.io.dicom, "PARALLEL_MIN_SLICES", 10**9)
+    calls: dict[str, list[Path]] = {"decode_with_gdcm": [], "decode_with_imagecodecs": []}
+    for name, seen in calls.items():
+        real = getattr(medseg.io.dicom, name)
+        monkeypatch.setattr(
+            medseg.io.dicom, name, lambda p, plane, real=real, seen=seen: seen.append(p) or real(p, plane)
+        )
     rng = np.random.default_rng(1)
     image = Image(rng.integers(-1024, 3000, (64, 48, 8)).astype(np.int16), spacing=(0.7, 0.7, 3.0), modality="CT")
     expected = image.array.astype(np.int32)
@@ -93,7 +101,45 @@ def test_series_compressed_by_pydicom_encoders_round_trips(tmp_path, monkeypatch
     loaded = load_dicom(tmp_path)
     assert loaded.meta["transfer_syntax"] == syntax.name and loaded.array.dtype == np.int16
     np.testing.assert_array_equal(loaded.array, expected)
-    assert len(gdcm_calls) == (8 if decoder == "gdcm-threads" else 0)
+    parallel = 8 if decoder == "parallel-threads" else 0
+    j2k = syntax == pydicom.uid.JPEG2000Lossless
+    assert len(calls["decode_with_imagecodecs"]) == (parallel if j2k else 0)
+    assert len(calls["decode_with_gdcm"]) == (0 if j2k else parallel)
+
+
+def test_a_corrupt_slice_of_a_jpeg2000_series_is_named(tmp_path):
+    image = Image(np.arange(64 * 48 * 8, dtype=np.int16).reshape(64, 48, 8), spacing=(0.7, 0.7, 3.0), modality="CT")
+    paths = save_dicom_series(image, tmp_path, seed="corrupt")
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        ds.compress(pydicom.uid.JPEG2000Lossless)
+        if k == 3:  # keep the DICOM structure, cut the codestream short
+            codestream = next(generate_frames(ds.PixelData, number_of_frames=1))
+            ds.PixelData = encapsulate([codestream[: len(codestream) // 3]])
+        ds.save_as(path)
+    with pytest.raises(ReadError, match="cannot decode pixel data") as caught:
+        load_dicom(tmp_path)
+    assert paths[3].name in str(caught.value)
+
+
+def test_imagecodecs_jpeg2000_frames_equal_pydicom_or_defer_to_it():
+    """Every JPEG 2000 lossless file of pydicom's corpus: the GIL-free decoder gives pydicom's values or declines."""
+    checked = 0
+    declined = []
+    for path in map(Path, get_testdata_files("*J2K*.dcm") + get_testdata_files("*jp2k*.dcm")):
+        ds = pydicom.dcmread(path)
+        if ds.file_meta.TransferSyntaxUID != pydicom.uid.JPEG2000Lossless or not imagecodecs_decodable(
+            planes := planes_of(ds, path)
+        ):
+            continue
+        frames = decode_with_imagecodecs(path, planes[0])
+        if frames is None:
+            declined.append(path.name)
+        else:
+            np.testing.assert_array_equal(frames, decode_file(ds, path), err_msg=path.name)
+            checked += 1
+    assert checked >= 3
+    assert declined == ["J2K_pixelrep_mismatch.dcm"]  # the header says signed, the codestream unsigned
 
 
 def test_a_syntax_without_decoder_is_named(tmp_path):
@@ -276,8 +322,16 @@ def test_raw_number_parsing_agrees_with_pydicom_on_the_corpus() -> None:
 
     from medseg.io.dicom_frames import _number_text
 
-    keywords = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
-                "RescaleSlope", "RescaleIntercept", "InstanceNumber", "NumberOfFrames")
+    keywords = (
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "PixelSpacing",
+        "SliceThickness",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "InstanceNumber",
+        "NumberOfFrames",
+    )
     compared = 0
     for path in get_testdata_files("*.dcm"):
         try:

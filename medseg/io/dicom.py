@@ -30,8 +30,8 @@ Series assembly rules:
 
 Speed: every header is parsed once by pydicom (pixel data deferred). Pixels
 are decoded in a thread pool; lossless-compressed grayscale series go through
-GDCM via SimpleITK, which releases the GIL so slices decode in parallel (the
-pydicom plugins hold it). ``benchmarks/bench_io.py`` measures this against
+decoders that release the GIL so slices decode in parallel (the pydicom
+plugins hold it): imagecodecs for JPEG 2000, GDCM via SimpleITK for the rest. ``benchmarks/bench_io.py`` measures this against
 SimpleITK's and MONAI's series readers.
 """
 
@@ -53,8 +53,10 @@ from medseg.io.dicom_frames import (
     Plane,
     decode_file,
     decode_with_gdcm,
+    decode_with_imagecodecs,
     describe_non_image,
     gdcm_decodable,
+    imagecodecs_decodable,
     is_image,
     native_layout,
     planes_of,
@@ -66,7 +68,7 @@ from medseg.io.dicom_write import save_dicom_series
 from medseg.io.image import Image
 
 _MAX_SCOUT_IMAGES = 2  # an off-orientation group this small inside a series is treated as a localizer
-GDCM_MIN_SLICES = 8  # parallel GDCM decoding pays off from this many compressed slices
+PARALLEL_MIN_SLICES = 8  # decoding compressed slices in parallel threads pays off from this many
 _IDENTITY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate")
 _META_KEYWORDS = (
     "StudyInstanceUID",
@@ -354,14 +356,19 @@ def _rescaled_dtype(planes: list[Plane]) -> np.dtype:
     return np.dtype(np.int16 if -(2**15) <= min(values) and max(values) < 2**15 else np.int32)
 
 
-def _decode(path: Path, plane: Plane, gdcm: bool) -> tuple[np.ndarray, bool]:
+def _decode(path: Path, plane: Plane, route: str) -> tuple[np.ndarray, bool]:
     """Frames of one file and whether they are already rescaled (GDCM applies the rescale itself).
 
-    GDCM through SimpleITK when the series qualifies, else a direct read of
-    uncompressed pixels, else pydicom's decoders (which also give the precise
-    error when GDCM fails).
+    ``route`` is the series' parallel decoder (:func:`_parallel_route`):
+    imagecodecs or GDCM when the series qualifies; otherwise, and for files
+    they turn down, a direct read of uncompressed pixels, else pydicom's
+    decoders (which also give the precise error when GDCM fails).
     """
-    if gdcm:
+    if route == "imagecodecs":
+        frames = decode_with_imagecodecs(path, plane)
+        if frames is not None:
+            return frames, False
+    elif route == "gdcm":
         try:
             return decode_with_gdcm(path, plane)[np.newaxis], True
         except ReadError:
@@ -372,12 +379,21 @@ def _decode(path: Path, plane: Plane, gdcm: bool) -> tuple[np.ndarray, bool]:
     return decode_file(plane.ds, path), False
 
 
+def _parallel_route(planes: list[Plane]) -> str:
+    """The GIL-free decoder for a series: ``"imagecodecs"`` (JPEG 2000), ``"gdcm"`` (lossless syntaxes) or ``""``."""
+    if len(planes) < PARALLEL_MIN_SLICES:
+        return ""
+    if imagecodecs_decodable(planes):
+        return "imagecodecs"
+    return "gdcm" if gdcm_decodable(planes) else ""
+
+
 def _assemble(grid: Grid) -> np.ndarray:
     """Decode every plane of ``grid`` (files in parallel threads) into a ``[x, y, (z,) (c)]`` array of modality values.
 
-    Lossless-compressed grayscale series of at least :data:`GDCM_MIN_SLICES`
-    single-frame files are decoded by GDCM through SimpleITK, which releases
-    the GIL; uncompressed slices are read straight from disk; everything else
+    Lossless-compressed grayscale series of at least :data:`PARALLEL_MIN_SLICES`
+    single-frame files are decoded by decoders that release the GIL (JPEG 2000
+    by imagecodecs, the other syntaxes by GDCM through SimpleITK); uncompressed slices are read straight from disk; everything else
     goes through pydicom's plugins. Each worker rescales its slices into the
     output: int16 when every value fits (CT HU), else int32, float32 for
     fractional slopes/intercepts; without a rescale the stored type is kept.
@@ -389,13 +405,13 @@ def _assemble(grid: Grid) -> np.ndarray:
     paths = list(jobs)
     samples = int(planes[0].ds.get("SamplesPerPixel", 1) or 1)
     rescaled = samples == 1 and any(p.slope != 1.0 or p.intercept != 0.0 for p in planes)
-    gdcm = len(planes) >= GDCM_MIN_SLICES and gdcm_decodable(planes)
+    route = _parallel_route(planes)
     first: tuple[np.ndarray, bool] | None = None
-    if rescaled or gdcm:
+    if rescaled or route == "gdcm":
         dtype = _rescaled_dtype(planes)
         stack = np.empty((len(planes), planes[0].rows, planes[0].columns), dtype)
     else:  # keep the stored type, as the decoder reports it
-        first = _decode(paths[0], planes[0], gdcm)
+        first = _decode(paths[0], planes[0], route)
         stack = np.empty((len(planes), *first[0].shape[1:]), first[0].dtype)
     measure = stack.dtype == np.int32  # int16 may still hold the actual values
     lows, highs = np.zeros(len(planes)), np.zeros(len(planes))
@@ -419,7 +435,7 @@ def _assemble(grid: Grid) -> np.ndarray:
     if first is not None:
         place(paths[0], first)
     with ThreadPoolExecutor(_workers()) as pool:
-        list(pool.map(lambda p: place(p, _decode(p, jobs[p][0][1], gdcm)), paths[1:] if first else paths))
+        list(pool.map(lambda p: place(p, _decode(p, jobs[p][0][1], route)), paths[1:] if first else paths))
 
     if measure and -(2**15) <= lows.min() and highs.max() < 2**15:
         stack = stack.astype(np.int16)

