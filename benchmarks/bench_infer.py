@@ -8,17 +8,21 @@ Both sides run the same network in the same process on the same CT volume
 (``../shared/data/ct_3mm_long.nii.gz``, 122x101x112 at 3 mm; the sample phantom
 when the shared data are absent), for two networks: the committed, deliberately
 tiny ``sample_data/models/ct_organs`` and a production-sized MONAI UNet
-(channels 32..320, random weights: timing does not depend on the weights) with
-the same grid, patch and sliding-window settings.
+(channels 32..320, random weights: the network's time does not depend on them,
+but its label maps are noise, the worst case for medseg's label inversion, which
+then interpolates every channel) with the same grid, patch and sliding-window
+settings.
 
 * medseg: read the NIfTI -> reorient + resample to the model grid -> intensity
   preset -> sliding window -> softmax -> inverse resampling of the class
-  probabilities to the input grid -> argmax -> write the label NIfTI;
+  probabilities to the input grid fused with the argmax (only voxels at label
+  boundaries are interpolated) -> write the label NIfTI;
 * bare MONAI: ``sliding_window_inference`` on the volume already on the model
   grid (the part of the work no pipeline can avoid).
 
 Prints best-of-N wall and CPU times (runs interleaved) and the overhead (target <= 15%), checks that the
-bare call's logits mapped back by medseg give medseg's label map, and records
+bare call's class probabilities inverted channel by channel (MONAI ``Compose.inverse``)
+then reduced by argmax give medseg's label map, and records
 the figures in ``docs/BENCHMARKS.md``. On a CUDA machine it also times
 medseg's preprocessing on the GPU vs on the CPU.
 """
@@ -127,7 +131,7 @@ def main() -> None:
         ),
         "| --- | --- | ---: | ---: | ---: | --- |",
     ]
-    for r, role in zip(results, ("committed demo model", "production-sized, random weights")):
+    for r, role in zip(results, ("committed demo model", "production-sized, random weights: noisy labels")):
         rows.append(
             f"| {r['name']} ({r['params'] / 1e6:.2f} M, {role}) | {'x'.join(map(str, r['grid']))} "
             f"| {r['bare'][0]:.2f} / {r['bare'][1]:.2f} | {r['medseg'][0]:.2f} / {r['medseg'][1]:.2f} "
@@ -148,16 +152,18 @@ def main() -> None:
                 f"Volume `{scan.name}` {image.shape} at {'x'.join(f'{s:g}' for s in image.spacing)} mm, resampled to "
                 f"{cfg.spacing_mm} mm; patch {cfg.patch_size}, overlap {cfg.inference.overlap}, Gaussian blending; "
                 f"device {demo.device}, {THREADS} torch thread(s); best of {REPEATS} interleaved runs. medseg = read NIfTI -> reorient/resample/intensity "
-                "-> sliding window -> softmax -> inverse resampling of the probabilities -> argmax -> write NIfTI; bare = "
-                "`sliding_window_inference` on the volume already on the model grid. Produced by `python -m benchmarks.bench_infer`."
+                "-> sliding window -> softmax -> inverse resampling of the probabilities fused with the argmax (only voxels at label "
+                "boundaries interpolated; all channels when more than a quarter of the cells are mixed, as with random weights) "
+                "-> write NIfTI (gzip level 1); bare = `sliding_window_inference` on the volume already on the model grid. "
+                "Produced by `python -m benchmarks.bench_infer`."
             ),
             "",
             *rows,
             "",
             (
                 "Target: overhead <= 15%. CPU time is process time over all threads; on a machine shared with other jobs it is "
-                "the steadier figure, wall time the one a user waits. 'labels agree': the bare call's output mapped back by "
-                "medseg equals medseg's label map, on the input grid."
+                "the steadier figure, wall time the one a user waits. 'labels agree': the bare call's probabilities inverted "
+                "channel by channel (MONAI `Compose.inverse`), then argmax, equal medseg's label map on the input grid."
             ),
         ]
     )

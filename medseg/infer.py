@@ -7,17 +7,23 @@ The steps for one image (:func:`predict`):
 2. MONAI ``sliding_window_inference`` with Gaussian blending (mixed precision
    on CUDA), optionally averaged over mirrored copies (test-time augmentation);
 3. softmax, then the *inverse* of the spatial preprocessing applied to the
-   class probabilities (MONAI ``Compose.inverse`` on the recorded operations),
-   so interpolation happens on probabilities, not on label indices;
+   class probabilities, so interpolation happens on probabilities, not on
+   label indices;
 4. argmax -> a label :class:`~medseg.io.image.Image` on the input's exact grid.
+
+Steps 3 and 4 are fused for the label map (:meth:`Preprocessor.invert_labels`:
+on the CPU only voxels at label boundaries are interpolated, giving the same
+labels); the probabilities on the input grid (MONAI ``Compose.inverse`` of
+every channel) are computed only when asked for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +40,6 @@ if TYPE_CHECKING:
     from medseg.models.model import SegmentationModel
 
 
-@dataclass
 class Prediction:
     """What one prediction produces, both on the input image's grid.
 
@@ -43,11 +48,18 @@ class Prediction:
     labels : Image
         Label map (smallest fitting unsigned integer type), index = label index of the model.
     probabilities : Image
-        Float32 class probabilities, trailing channel axis in label-index order.
+        Float32 class probabilities, trailing channel axis in label-index order;
+        computed on first access (inverting every channel costs more than the labels).
     """
 
-    labels: Image
-    probabilities: Image
+    def __init__(self, labels: Image, probabilities: Callable[[], Image]) -> None:
+        self.labels = labels
+        self._probabilities = probabilities
+
+    @functools.cached_property
+    def probabilities(self) -> Image:
+        """The class probabilities, inverted to the input grid on first access."""
+        return self._probabilities()
 
 
 def mirror_axes_sets(axes: list[int]) -> list[tuple[int, ...]]:
@@ -99,8 +111,8 @@ def sliding_window_probabilities(
             )
             probs = torch.softmax(logits.float(), dim=1)
             probs = torch.flip(probs, dims) if dims else probs
-            total = probs if total is None else total + probs
-    return total / len(flips)
+            total = probs if total is None else total.add_(probs)
+        return total if len(flips) == 1 else total.div_(len(flips))
 
 
 def _label_dtype(n_labels: int) -> np.dtype:
@@ -134,19 +146,17 @@ def predict(
     mirror = config.augment.flip_axes if use_tta else []
     prep = Preprocessor(config)
     x = prep(image, device)
-    probs = sliding_window_probabilities(network, x[None], config, mirror_axes=mirror)
-    native = prep.invert(probs[0], like=x).float().cpu().numpy()
-    labels = native.argmax(axis=0).astype(_label_dtype(config.n_labels))  # numpy's channel argmax is ~4x torch's here
-    prob_np = np.moveaxis(native, 0, -1)
+    probs = sliding_window_probabilities(network, x[None], config, mirror_axes=mirror)[0]
+    labels = prep.invert_labels(probs, like=x).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
     if labels.shape != image.shape:  # the inverse is exact by construction; guard against a MONAI regression
         raise RuntimeError(f"inverse preprocessing gave shape {labels.shape}, expected {image.shape}")
     meta = {**image.meta, "label_names": dict(config.labels), "segmentation_model": config.name}
-    return Prediction(
-        labels=image.with_array(labels, intensity_unit="", meta=meta),
-        probabilities=image.with_array(
-            prob_np.astype(np.float32, copy=False), intensity_unit="", meta=meta, channel_axis=True
-        ),
-    )
+
+    def native_probabilities() -> Image:
+        native = prep.invert(probs, like=x).float().cpu().numpy()
+        return image.with_array(np.moveaxis(native, 0, -1), intensity_unit="", meta=meta, channel_axis=True)
+
+    return Prediction(labels=image.with_array(labels, intensity_unit="", meta=meta), probabilities=native_probabilities)
 
 
 def output_stem(path: str | os.PathLike[str]) -> str:

@@ -17,7 +17,7 @@ transforms, so on a CUDA machine resampling and augmentation run on the GPU.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -87,7 +87,8 @@ def image_to_tensor(
 ) -> MetaTensor:
     """Channel-first ``MetaTensor`` of ``image`` with its RAS affine, on ``device``."""
     arr = np.moveaxis(image.array, -1, 0) if image.channel_axis else image.array[None]
-    data = torch.as_tensor(np.ascontiguousarray(arr)).to(device=device, dtype=dtype)
+    # one pass to C order and float32 (NIfTI arrays come Fortran-ordered), then to the device
+    data = torch.from_numpy(arr.astype(np.float32, order="C", copy=False)).to(device=device, dtype=dtype)
     return MetaTensor(data, affine=torch.as_tensor(ras_affine(image), dtype=torch.float64))
 
 
@@ -194,11 +195,152 @@ class Preprocessor:
         Interpolation follows the forward resampling (linear), so pass class
         probabilities or logits rather than label indices.
         """
-        if not self.spatial.transforms:  # the model works on the input's own grid
+        return self._undo(self.spatial.transforms, data, like.meta, list(like.applied_operations))
+
+    def invert_labels(self, probabilities: torch.Tensor, like: MetaTensor) -> torch.Tensor:
+        """:func:`first_argmax` of ``invert(probabilities, like)``, without inverting every channel.
+
+        On the CPU the extent resampling (``Resize``) is undone by
+        :func:`resized_argmax` (the same labels, several times cheaper) and the
+        reorientation on the label map (an exact permutation). On a GPU, where
+        interpolating every channel is cheap, and for ``resample: spacing`` the
+        probabilities are inverted, then reduced.
+
+        Returns
+        -------
+        torch.Tensor
+            Label indices (``uint8``) on the input grid, without a channel axis.
+        """
+        steps, ops = self.spatial.transforms, list(like.applied_operations)
+        fast = probabilities.device.type == "cpu" and probabilities.shape[0] <= _MAX_FAST_LABELS
+        if fast and steps and isinstance(steps[-1], Resize):
+            size = tuple(int(n) for n in ops[-1]["orig_size"])
+            labels = torch.from_numpy(resized_argmax(probabilities, size))[None]
+            return self._undo(steps[:-1], labels, like.meta, ops[:-1])[0]
+        return first_argmax(self._undo(steps, probabilities, like.meta, ops))
+
+    @staticmethod
+    def _undo(steps: Sequence[Transform], data: torch.Tensor, meta: dict, ops: list[dict]) -> torch.Tensor:
+        """Apply the inverse of ``steps`` (recorded as ``ops``) to channel-first ``data``."""
+        if not steps:
             return torch.as_tensor(data)
-        tracked = MetaTensor(data, meta=like.meta, applied_operations=list(like.applied_operations))
+        tracked = MetaTensor(data, meta=meta, applied_operations=ops)
         with torch.no_grad():
-            return torch.as_tensor(self.spatial.inverse(tracked))
+            return torch.as_tensor(Compose(list(steps)).inverse(tracked))
+
+
+_MAX_FAST_LABELS = 254  # resized_argmax marks undecided cells with the uint8 value 255
+# above this share of mixed cells resized_argmax interpolates everything: an undecided voxel costs ~3x an interpolated one
+_MAX_MIXED_FRACTION = 0.25
+
+
+def first_argmax(scores: torch.Tensor) -> torch.Tensor:
+    """Index of the largest channel of ``scores`` ``(C, *spatial)``, the first one on ties.
+
+    Equal to ``scores.argmax(0)``, as ``uint8`` and several times faster on the
+    CPU (where torch reduces over a leading axis slowly) up to 255 channels.
+    """
+    n = scores.shape[0]
+    if n > 255:
+        return scores.argmax(0)
+    rank = torch.arange(n, 0, -1, dtype=torch.uint8, device=scores.device).view(n, *([1] * (scores.ndim - 1)))
+    best = (scores == scores.amax(0)).view(torch.uint8).mul_(rank).amax(0)  # n - first index of the maximum
+    return best.neg_().add_(n)
+
+
+def linear_resize_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of ``torch.nn.functional.interpolate`` (linear, ``align_corners=False``) on one axis.
+
+    Output voxel ``j`` is ``w0[j] * x[i0[j]] + w1[j] * x[i1[j]]``; the source
+    coordinate is ``(j + 0.5) * n_in / n_out - 0.5``, clamped at 0 and rounded
+    once to float32, as torch's CPU kernel computes it.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``i0, i1`` (int64) and ``w0, w1`` (float32), each of length ``n_out``.
+    """
+    scale = np.float64(np.float32(n_in) / np.float32(n_out))
+    src = np.maximum((scale * (np.arange(n_out) + 0.5) - 0.5).astype(np.float32), np.float32(0.0))
+    i0 = np.minimum(src.astype(np.int64), n_in - 1)
+    w1 = np.clip(src - i0.astype(np.float32), np.float32(0.0), np.float32(1.0))
+    i1 = np.where(i0 < n_in - 1, i0 + 1, i0)
+    return i0, i1, np.float32(1.0) - w1, w1
+
+
+def resized_argmax(probabilities: torch.Tensor, size: tuple[int, ...]) -> np.ndarray:
+    """``first_argmax`` of CPU ``probabilities`` ``(C <= 254, *spatial)`` after linear resizing to ``size``.
+
+    The labels of ``first_argmax(interpolate(probabilities, size))`` without
+    interpolating every channel everywhere: an interpolated vector is a convex
+    combination of the 2**d source vectors around it (its cell), so where one
+    label is the argmax at every corner it is the argmax of the combination
+    too (rounding is monotone, ties go to the first label as in argmax). Only
+    output voxels in cells whose corners disagree (label boundaries, typically
+    a few percent) are interpolated, with torch's indices, weights and order of
+    operations (:func:`linear_resize_weights`); torch's kernel may fuse a
+    multiply-add where numpy rounds twice, so such a voxel can differ only
+    where two classes agree to float32 precision (~1e-7). When more than a
+    quarter of the cells are mixed (noisy labels) every channel is interpolated.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` labels of shape ``size``.
+    """
+    n, *shape = probabilities.shape
+    labels = first_argmax(probabilities).numpy()
+    if tuple(shape) == tuple(size):  # MONAI's Resize does not interpolate to the same shape
+        return labels
+    # cell i spans source voxels i and i + 1 on every axis (i alone at the far edge): its label, or 255 when mixed
+    hi, lo = labels, labels
+    for axis, m in enumerate(shape):
+        if m > 1:
+            hi, lo = _pair_reduce(np.maximum, hi, axis), _pair_reduce(np.minimum, lo, axis)
+    mixed = hi != lo
+    if np.count_nonzero(mixed) > _MAX_MIXED_FRACTION * mixed.size:  # noisy labels: interpolating everything is cheaper
+        resized = torch.nn.functional.interpolate(probabilities[None], size=size, mode=_linear(len(size)))
+        return first_argmax(resized[0]).numpy()
+    cells = np.where(mixed, np.uint8(255), hi)
+    axes = [linear_resize_weights(m, s) for m, s in zip(shape, size)]
+    out = cells
+    for axis, (i0, *_) in enumerate(axes):
+        out = out.take(i0, axis=axis)
+    undecided = np.flatnonzero(out == 255)
+    if undecided.size:
+        strides = np.cumprod([1, *shape[:0:-1]])[::-1]
+        picks = [  # per axis: flat source offsets of both neighbours and their weights, for each undecided voxel
+            [t.take(i) for t in (i0 * stride, i1 * stride, w0, w1)]
+            for (i0, i1, w0, w1), stride, i in zip(axes, strides, np.unravel_index(undecided, size))
+        ]
+        corners = [0]  # flat source index of each corner, the first axis varying slowest
+        for o0, o1, _, _ in picks:
+            corners = [c + o for c in corners for o in (o0, o1)]
+        values = np.stack([_interpolate(plane, corners, picks) for plane in probabilities.reshape(n, -1).numpy()])
+        out.ravel()[undecided] = first_argmax(torch.from_numpy(values)).numpy()
+    return out
+
+
+def _interpolate(plane: np.ndarray, corners: list[np.ndarray], picks: list[list[np.ndarray]]) -> np.ndarray:
+    """Linear interpolation of one channel from its 2**d corner values, in torch's order of operations.
+
+    Torch nests the axes (the first outermost) and computes ``t0 * w0 + t1 * w1``
+    at each level; one channel at a time keeps its values in cache.
+    """
+    level = [plane.take(c) for c in corners]
+    for _, _, w0, w1 in reversed(picks):
+        level = [np.add(t0 * w0, t1 * w1) for t0, t1 in zip(level[0::2], level[1::2])]
+    return level[0]
+
+
+def _pair_reduce(op: np.ufunc, x: np.ndarray, axis: int) -> np.ndarray:
+    """``op(x[i], x[i + 1])`` along ``axis``, the last position kept as it is."""
+    m = x.shape[axis]
+    out = x.copy()
+    head, tail = [slice(None)] * x.ndim, [slice(None)] * x.ndim
+    head[axis], tail[axis] = slice(0, m - 1), slice(1, m)
+    op(x[tuple(head)], x[tuple(tail)], out=out[tuple(head)])
+    return out
 
 
 class ResampleToSpacingd(MapTransform):

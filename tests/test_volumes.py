@@ -239,3 +239,16 @@ def test_colour_and_vector_nifti_from_other_writers(tmp_path: Path) -> None:
     sitk.WriteImage(sitk.GetImageFromArray(pixels, isVector=True), str(tmp_path / "itk_rgb.nii.gz"))
     img = load_volume(tmp_path / "itk_rgb.nii.gz")
     assert img.ndim == 2 and img.n_channels == 3 and np.array_equal(img.array, pixels.swapaxes(0, 1))
+
+
+def test_nifti_gz_holds_the_nibabel_bytes_at_the_fastest_gzip_level_and_is_reproducible(tmp_path: Path) -> None:
+    labels = Image((np.indices((30, 20, 10)).sum(0) % 7).astype(np.uint8), spacing=(0.8, 0.8, 2.0), modality="CT")
+    first = save_volume(labels, tmp_path / "a.nii.gz").read_bytes()
+    second = save_volume(labels, tmp_path / "b.nii.gz").read_bytes()
+    assert first == second  # no time stamp in the gzip header
+    assert first[8] == 4  # gzip XFL: compressed with the fastest level
+    save_volume(labels, tmp_path / "plain.nii")
+    assert gzip.decompress(first) == (tmp_path / "plain.nii").read_bytes()
+    reference = nib.load(tmp_path / "a.nii.gz")
+    assert np.array_equal(np.asanyarray(reference.dataobj), labels.array)
+    assert np.allclose(reference.header.get_zooms(), labels.spacing)

@@ -8,7 +8,8 @@ rows to LPS and split it into spacing, direction and origin. Voxel values come
 with ``scl_slope``/``scl_inter`` applied.
 
 Writing picks the format from the extension (``.nii``, ``.nii.gz``, ``.nrrd``,
-``.mha``), writes atomically, stores boolean and non-negative integer arrays
+``.mha``), writes atomically (``.nii.gz`` at gzip level 1, without a time stamp:
+the same image gives the same bytes), stores boolean and non-negative integer arrays
 (label maps) in the smallest unsigned type that holds them, and records
 modality, intensity unit and whether the spacing is known so that
 ``load_volume(save_volume(img, p))`` gives back the same Image.
@@ -16,6 +17,8 @@ modality, intensity unit and whether the spacing is known so that
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import zlib
 from pathlib import Path
@@ -36,6 +39,8 @@ _NIFTI_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 _NIFTI_INTENT_VECTOR = 1007
 _TAG_PREFIX = "medseg"  # NIfTI descrip "medseg;modality=CT;..." / ITK metadata "medseg_modality"
 _ORTHO_TOL = 1e-4
+# nibabel's default too. A 1.4M-voxel label map: level 1 takes 3.4 ms for 68 kB, level 6 13.5 ms for 36 kB.
+NIFTI_GZIP_LEVEL = 1
 
 
 # ---- reading ------------------------------------------------------------------------------------------------------
@@ -279,7 +284,12 @@ def _write_nifti(image: Image, tmp: Path) -> None:
     orthonormal = np.allclose(image.direction.T @ image.direction, np.eye(nd), atol=_ORTHO_TOL)
     nii.set_qform(ras if orthonormal else None, code=1 if orthonormal else 0)
     header["descrip"] = _format_descrip(_tags(image)).encode("ascii")
-    nib.save(nii, tmp)
+    buffer = io.BytesIO()
+    nii.to_file_map(nii.make_file_map({"image": buffer}))  # the bytes nib.save writes, compressed below in one call
+    payload = buffer.getbuffer()
+    if tmp.name.lower().endswith(".gz"):
+        payload = gzip.compress(payload, compresslevel=NIFTI_GZIP_LEVEL, mtime=0)
+    tmp.write_bytes(payload)
 
 
 def _write_sitk(image: Image, tmp: Path) -> None:
