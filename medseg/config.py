@@ -112,6 +112,11 @@ class OptimizerConfig(_Strict):
     momentum: float = Field(0.99, ge=0, lt=1)
     schedule: Literal["poly", "cosine", "constant"] = "poly"
     warmup_epochs: int = Field(0, ge=0)
+    anneal_over: Literal["epochs", "budget"] = Field(
+        "epochs",
+        description="what the schedule's progress counts: the share of max_epochs run (reproducible), or the larger "
+        "of that and the share of the time budget used (max_minutes), so a run cut by its budget still anneals",
+    )
 
 
 class AugmentConfig(_Strict):

@@ -1,9 +1,11 @@
-"""Training: dataset checks before training, splits, seeded reproducibility, resume, outputs."""
+"""Training: dataset checks before training, splits, seeded reproducibility, resume, outputs, LR schedule."""
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from medseg.errors import ConfigError, LabelError
 from medseg.io.image import Image
 from medseg.train import train
 from medseg.train.dataset import read_dataset, training_targets
+from medseg.train.loop import _lr_factor, _progress_share
 
 SPACING = (2.0, 2.0, 3.0)
 
@@ -237,3 +240,49 @@ def test_train_command(tmp_path: Path) -> None:
     assert "validation Dice" in result.output
     card = json.loads((tmp_path / "run" / "model_card.json").read_text())
     assert card["training"]["command"].startswith(f"medseg train {cfg_path} --data {ds}")
+
+
+# ---- learning-rate schedule ---------------------------------------------------------
+@pytest.mark.parametrize("schedule", ["poly", "cosine", "constant"])
+def test_factor_follows_the_schedule_after_warmup(schedule: str) -> None:
+    cfg = _config(optimizer={"schedule": schedule, "warmup_epochs": 2})
+    expected = {
+        "poly": lambda t: (1 - t) ** 0.9,
+        "cosine": lambda t: (1 + math.cos(math.pi * t)) / 2,
+        "constant": lambda t: 1.0,
+    }
+    assert [_lr_factor(cfg, e, 0.0) for e in (0, 1)] == pytest.approx([1 / 3, 2 / 3])
+    for t in (0.0, 0.25, 0.5, 0.9, 1.0, 1.7):
+        assert _lr_factor(cfg, 5, t) == pytest.approx(expected[schedule](min(t, 1.0)))
+
+
+def test_progress_counts_epochs_or_the_larger_share_of_the_budget() -> None:
+    by_epochs = _config(optimizer={"warmup_epochs": 2})
+    by_budget = _config(optimizer={"warmup_epochs": 2, "anneal_over": "budget"})
+    # epoch 12 of 102 after 2 warm-up epochs: 10 % of the annealing epochs
+    assert _progress_share(by_epochs, 12, 102, session_s=300.0, budget_s=600.0) == pytest.approx(0.1)
+    assert _progress_share(by_budget, 12, 102, session_s=300.0, budget_s=600.0) == pytest.approx(0.5)
+    assert _progress_share(by_budget, 92, 102, session_s=300.0, budget_s=600.0) == pytest.approx(0.9)
+    assert _progress_share(by_budget, 12, 102, session_s=300.0, budget_s=math.inf) == pytest.approx(0.1)
+
+
+def _logged_lrs(run: Path) -> list[float]:
+    with open(run / "train_log.csv", newline="") as fh:
+        return [float(row["lr"]) for row in csv.DictReader(fh)]
+
+
+def test_budget_cut_run_anneals_only_when_annealing_over_the_budget(tmp_path: Path) -> None:
+    ds = _dataset(tmp_path / "data", n=2)
+    lr, minutes = 0.01, 0.1
+    train_cfg = {"max_epochs": 100_000, "val_every": 100_000, "batch_size": 2, "samples_per_image": 1}
+    runs = {}
+    for anneal_over in ("epochs", "budget"):
+        cfg = _config(train=train_cfg, optimizer={"lr": lr, "schedule": "poly", "anneal_over": anneal_over})
+        runs[anneal_over] = _logged_lrs(train(cfg, ds, tmp_path / anneal_over, max_minutes=minutes, progress=False))
+    # by epochs, a run cut after a few of its 100 000 epochs keeps nearly the full rate
+    n = len(runs["epochs"])
+    assert runs["epochs"][-1] == pytest.approx(lr * (1 - (n - 1) / 100_000) ** 0.9, rel=1e-3)
+    # over the budget, the rate decreases every epoch and ends near zero
+    decay = runs["budget"]
+    assert all(b <= a for a, b in itertools.pairwise(decay))
+    assert decay[0] == pytest.approx(lr, rel=0.05) and decay[-1] < 0.5 * lr

@@ -54,21 +54,34 @@ def _optimizer(config: WorkflowConfig, params: Any) -> torch.optim.Optimizer:
     return cls(params, lr=c.lr, weight_decay=c.weight_decay)
 
 
-def _lr_factor(config: WorkflowConfig, max_epochs: int):
-    """Per-epoch learning-rate multiplier: linear warm-up, then poly / cosine / constant."""
+def _lr_factor(config: WorkflowConfig, epoch: int, progress: float) -> float:
+    """Learning-rate multiplier of ``epoch``: linear warm-up, then poly / cosine / constant over ``progress``.
+
+    ``progress`` in [0, 1] is the share of training done (see :func:`_progress_share`); the
+    annealing part of the schedule starts after the warm-up epochs.
+    """
     c = config.optimizer
+    if epoch < c.warmup_epochs:
+        return (epoch + 1) / (c.warmup_epochs + 1)
+    t = min(1.0, max(0.0, progress))
+    if c.schedule == "poly":
+        return (1 - t) ** 0.9
+    if c.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * t))
+    return 1.0
 
-    def factor(epoch: int) -> float:
-        if epoch < c.warmup_epochs:
-            return (epoch + 1) / (c.warmup_epochs + 1)
-        t = (epoch - c.warmup_epochs) / max(1, max_epochs - c.warmup_epochs)
-        if c.schedule == "poly":
-            return (1 - min(t, 1.0)) ** 0.9
-        if c.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
-        return 1.0
 
-    return factor
+def _progress_share(config: WorkflowConfig, epoch: int, n_epochs: int, session_s: float, budget_s: float) -> float:
+    """Share of training done at the start of ``epoch``, counted after the warm-up.
+
+    By epochs (``optimizer.anneal_over: epochs``); with ``budget``, the larger of
+    that and the share of this call's time budget used (``session_s / budget_s``).
+    """
+    warmup = config.optimizer.warmup_epochs
+    by_epochs = (epoch - warmup) / max(1, n_epochs - warmup)
+    if config.optimizer.anneal_over == "budget" and math.isfinite(budget_s):
+        return max(by_epochs, session_s / budget_s)
+    return by_epochs
 
 
 def _seed_everything(seed: int) -> None:
@@ -229,7 +242,7 @@ def train(
     _seed_everything(seed)
     data = _Data(cfg, train_cases, val_cases, dev)
     torch.manual_seed(seed)
-    run = _Run(cfg, dev, n_epochs)
+    run = _Run(cfg, dev, n_epochs, budget_s)
     if resume and ckpt_path.is_file():
         run.restore(torch.load(ckpt_path, map_location=dev, weights_only=True))
     log = _Log(out / LOG_NAME, cfg.label_names[1:], resume)
@@ -325,15 +338,16 @@ class _Data:
 class _Run:
     """Network, optimiser, schedule and the bookkeeping that a checkpoint saves and ``resume`` restores."""
 
-    def __init__(self, cfg: WorkflowConfig, device: torch.device, n_epochs: int) -> None:
+    def __init__(self, cfg: WorkflowConfig, device: torch.device, n_epochs: int, budget_s: float) -> None:
+        self.cfg, self.n_epochs, self.budget_s = cfg, n_epochs, budget_s
         self.device = device
         self.use_amp = cfg.amp and device.type == "cuda"
         self.network = build_network(cfg).to(device)
         self.loss_fn = _loss(cfg)
         self.optimizer = _optimizer(cfg, self.network.parameters())
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_factor(cfg, n_epochs))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.epoch, self.stale = 0, 0
+        self.progress = 0.0  # share of the schedule done (never decreases, kept over resume)
         self.best_dice, self.best_epoch = -1.0, -1
         self.best_state: dict[str, torch.Tensor] = {}
         self.best_dice_per_label: dict[str, float] = {}
@@ -352,6 +366,12 @@ class _Run:
 
     def train_epoch(self, loader: Any) -> tuple[float, float]:
         """One pass over the training patches; returns the mean loss and the learning rate used."""
+        self.progress = max(
+            self.progress, _progress_share(self.cfg, self.epoch, self.n_epochs, self.session_s, self.budget_s)
+        )
+        lr = self.cfg.optimizer.lr * _lr_factor(self.cfg, self.epoch, self.progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.network.train()
         losses = []
         for batch in loader:
@@ -363,8 +383,6 @@ class _Run:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             losses.append(float(loss.detach()))
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
         self.epoch += 1
         return float(np.mean(losses)), lr
 
@@ -383,7 +401,7 @@ class _Run:
         return {
             "network": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "progress": self.progress,
             "scaler": self.scaler.state_dict(),
             "best_network": self.best_state,
             "best_dice_per_label": self.best_dice_per_label,
@@ -398,7 +416,7 @@ class _Run:
         """Continue from a :meth:`checkpoint`."""
         self.network.load_state_dict(ck["network"])
         self.optimizer.load_state_dict(ck["optimizer"])
-        self.scheduler.load_state_dict(ck["scheduler"])
+        self.progress = float(ck.get("progress", 0.0))  # checkpoints of earlier versions: epochs decide
         self.scaler.load_state_dict(ck["scaler"])
         self.best_state, self.best_dice_per_label = dict(ck["best_network"]), dict(ck["best_dice_per_label"])
         self.epoch, self.stale = int(ck["epoch"]), int(ck["stale"])
