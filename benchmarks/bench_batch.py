@@ -2,12 +2,16 @@
 
 Run from the repository root::
 
-    python -m benchmarks.bench_batch [--cases 40] [--model sample_data/models/ct_organs]
+    python -m benchmarks.bench_batch [--cases 120] [--pipeline ct --pipeline nuclei]
 
-A light pipeline: the committed CT demo model on the sample CT phantoms
-(96 x 80 x 40 voxels), copied into a temporary tree as ``--cases`` cases. Each
-configuration processes the same tree into its own output folder (``--force``
-semantics are not needed: every output folder starts empty).
+Two light pipelines, each on ``--cases`` copies of the project's sample data
+in a temporary tree (every output folder starts empty):
+
+* ``ct``: the committed 3D CT demo model on the sample CT phantoms
+  (96 x 80 x 40 voxels): the model work is most of each case;
+* ``nuclei``: the committed 2D nuclei demo model on the sample fluorescence
+  images (256 x 256 pixels, ~70 nuclei each): post-processing (watershed
+  split) and per-nucleus measurement are most of each case.
 
 Throughput (cases/min) is measured over the steady state, from the moment
 the last worker is ready to the last case's end, counting the cases started in
@@ -31,16 +35,29 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "sample_data" / "models" / "ct_organs"
+SAMPLES = REPO / "sample_data"
+#: pipeline -> (model directory, input files, description of the cases)
+PIPELINES: dict[str, tuple[Path, str, str]] = {
+    "ct": (
+        SAMPLES / "models" / "ct_organs",
+        "ct_organs/images*/*.nii.gz",
+        "3D CT demo model, CT phantoms 96x80x40 voxels",
+    ),
+    "nuclei": (
+        SAMPLES / "models" / "nuclei_2d",
+        "nuclei/images*/*.tif",
+        "2D nuclei demo model, fluorescence images 256x256 with ~70 nuclei",
+    ),
+}
 
 
-def _make_tree(root: Path, n_cases: int) -> Path:
-    """``n_cases`` copies of the sample CT phantoms, one per case folder."""
-    phantoms = sorted((REPO / "sample_data" / "ct_organs").glob("images*/*.nii.gz"))
+def _make_tree(root: Path, pattern: str, n_cases: int) -> Path:
+    """``n_cases`` copies of the sample files matching ``pattern``, one per case folder."""
+    sources = sorted(SAMPLES.glob(pattern))
     for i in range(n_cases):
-        dst = root / f"case{i:03d}" / phantoms[i % len(phantoms)].name
+        dst = root / f"case{i:03d}" / sources[i % len(sources)].name
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(phantoms[i % len(phantoms)], dst)
+        shutil.copy2(sources[i % len(sources)], dst)
     return root
 
 
@@ -86,69 +103,92 @@ def _labels(out: Path) -> dict[str, np.ndarray]:
     return {p.parent.name: load(p).array for p in sorted((out / "cases").glob("*/labels.nii.gz"))}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=40, help="number of cases (copies of the CT phantoms)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model directory")
-    parser.add_argument("--no-ray", action="store_true", help="skip the Ray comparison")
-    args = parser.parse_args()
-
-    load_before = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="medseg-bench-batch-"))
+def _bench(pipeline: str, n_cases: int, with_ray: bool) -> list[tuple[str, dict[str, float], float, float]]:
+    """(configuration, event-log times, wall s, steady cases/min) for each configuration of one pipeline."""
+    model, pattern, _ = PIPELINES[pipeline]
+    work = Path(tempfile.mkdtemp(prefix=f"medseg-bench-batch-{pipeline}-"))
     try:
-        tree = _make_tree(work / "scans", args.cases)
+        tree = _make_tree(work / "scans", pattern, n_cases)
         configs = [("local, --workers 1", {"workers": 1}), ("local, --workers 2", {"workers": 2})]
-        if not args.no_ray:
+        if with_ray:
             configs.append(("ray, 2 actors", {"workers": 2, "executor": "ray"}))
         rows, reference = [], None
         for i, (name, options) in enumerate(configs):
             out = work / f"out{i}"
-            times, wall = _run(args.model, tree, out, **options)
+            times, wall = _run(model, tree, out, **options)
             labels = _labels(out)
             if reference is None:
                 reference = labels
             agree = labels.keys() == reference.keys() and all(np.array_equal(labels[k], reference[k]) for k in labels)
-            assert agree, f"{name}: label maps differ from the --workers 1 run"
+            assert agree, f"{pipeline}, {name}: label maps differ from the --workers 1 run"
             per_min = 60 * times["n_steady"] / times["steady_s"]
             rows.append((name, times, wall, per_min))
-            print(f"{name:22s} {per_min:7.1f} cases/min steady state, {times['steady_s'] / times['n_steady']:.2f} s/case, "
-                  f"start-up {times['startup_s']:.1f} s, wall {wall:.1f} s, outputs agree: {agree}")
+            print(
+                f"{pipeline:7s} {name:22s} {per_min:7.1f} cases/min steady state, "
+                f"{times['steady_s'] / times['n_steady']:.2f} s/case, start-up {times['startup_s']:.1f} s, "
+                f"wall {wall:.1f} s, outputs agree: {agree}"
+            )
+        return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--cases", type=int, default=120, help="cases per pipeline (enough that the first and last cases weigh little)"
+    )
+    parser.add_argument("--pipeline", action="append", choices=sorted(PIPELINES), help="repeatable; default: all")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray comparison (run on the CT pipeline)")
+    args = parser.parse_args()
+    pipelines = args.pipeline or list(PIPELINES)
+
+    load_before = os.getloadavg()[0]
+    results = {p: _bench(p, args.cases, with_ray=p == "ct" and not args.no_ray) for p in pipelines}
     load_after = os.getloadavg()[0]
     print(f"1-minute load average: {load_before:.1f} before, {load_after:.1f} after ({os.cpu_count()} cores)")
-    base = rows[0][3]
-    speedup = rows[1][3] / base
-    print(f"--workers 2 vs --workers 1: {speedup:.2f}x cases/min (target >= 1.7x)")
-    intro = (
-        f"Light pipeline: the CT demo model on {args.cases} sample phantoms (96x80x40 voxels, 3x3x4 mm); "
-        "steady-state throughput from the last worker ready to the last case end (event log); "
-        "start-up (workers, imports, model; Ray instance) separately. All runs give identical label maps."
-    )
+
     lines = [
-        intro,
+        (
+            f"Light pipelines, {args.cases} cases each (copies of the sample data): "
+            + "; ".join(f"`{p}`: {PIPELINES[p][2]}" for p in pipelines)
+            + ". Steady-state throughput from the last worker ready to the last case end (event log); start-up "
+            "(workers, imports, model; Ray instance) separately. All runs of a pipeline give identical label maps."
+        ),
         "",
-        "| executor | cases/min | s/case | start-up (s) | wall (s) | vs --workers 1 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| pipeline | executor | cases/min | s/case | start-up (s) | wall (s) | vs --workers 1 |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, times, wall, per_min in rows:
-        lines.append(f"| {name} | {per_min:.1f} | {times['steady_s'] / times['n_steady']:.2f} | {times['startup_s']:.1f} | "
-                     f"{wall:.1f} | {per_min / base:.2f}x |")
-    verdict = (
-        f"`--workers 2` vs `--workers 1`: **{speedup:.2f}x** cases/min (target >= 1.7x). "
-        f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the runs on "
-        f"{os.cpu_count()} cores (a load above the core count means other processes shared the CPUs)."
-    )
-    lines += ["", verdict]
-    if len(rows) > 2:
-        local2, ray = rows[1], rows[2]
+    verdicts = []
+    for pipeline, rows in results.items():
+        base = rows[0][3]
+        for name, times, wall, per_min in rows:
+            lines.append(
+                f"| {pipeline} | {name} | {per_min:.1f} | {times['steady_s'] / times['n_steady']:.2f} | "
+                f"{times['startup_s']:.1f} | {wall:.1f} | {per_min / base:.2f}x |"
+            )
+        speedup = rows[1][3] / base
+        verdict = "met" if speedup >= 1.7 else "NOT met"
+        print(f"{pipeline}: --workers 2 vs --workers 1: {speedup:.2f}x cases/min (target >= 1.7x: {verdict})")
+        verdicts.append(f"`{pipeline}` **{speedup:.2f}x** ({verdict})")
+    lines += [
+        "",
+        (
+            f"`--workers 2` vs `--workers 1` cases/min (target >= 1.7x): {', '.join(verdicts)}. "
+            f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the runs on "
+            f"{os.cpu_count()} cores (a load above the core count means other processes shared the CPUs)."
+        ),
+    ]
+    if "ct" in results and len(results["ct"]) > 2:
+        _, local2, ray = results["ct"]
         overhead = ray[1]["steady_s"] / ray[1]["n_steady"] - local2[1]["steady_s"] / local2[1]["n_steady"]
-        print(f"Ray vs local (2 workers each): overhead {overhead * 1000:+.0f} ms per case; "
-              f"Ray start-up {ray[1]['startup_s']:.1f} s (ray.init {ray[1]['ray_init_s']:.1f} s, "
-              f"actors load the model {ray[1]['model_load_s']:.1f} s) vs local start-up {local2[1]['startup_s']:.1f} s")
+        print(
+            f"Ray vs local (ct, 2 workers each): overhead {overhead * 1000:+.0f} ms per case; "
+            f"Ray start-up {ray[1]['startup_s']:.1f} s (ray.init {ray[1]['ray_init_s']:.1f} s, "
+            f"actors load the model {ray[1]['model_load_s']:.1f} s) vs local start-up {local2[1]['startup_s']:.1f} s"
+        )
         lines.append(
-            f"Ray vs local executor, 2 workers each: **{overhead * 1000:+.0f} ms per case** in the steady state; "
+            f"Ray vs local executor (ct), 2 workers each: **{overhead * 1000:+.0f} ms per case** in the steady state; "
             f"Ray start-up {ray[1]['startup_s']:.1f} s (starting the local Ray instance {ray[1]['ray_init_s']:.1f} s, "
             f"actors importing torch and loading the model {ray[1]['model_load_s']:.1f} s) vs "
             f"{local2[1]['startup_s']:.1f} s for the local worker processes."
