@@ -230,7 +230,8 @@ class Preprocessor:
 
 
 _MAX_FAST_LABELS = 254  # resized_argmax marks undecided cells with the uint8 value 255
-# above this share of mixed cells resized_argmax interpolates everything: an undecided voxel costs ~3x an interpolated one
+# above this share of mixed cells resized_argmax interpolates everything
+# (an undecided voxel costs ~3x an interpolated one)
 _MAX_MIXED_FRACTION = 0.25
 
 

@@ -31,8 +31,9 @@ Series assembly rules:
 Speed: every header is parsed once by pydicom (pixel data deferred). Pixels
 are decoded in a thread pool; lossless-compressed grayscale series go through
 decoders that release the GIL so slices decode in parallel (the pydicom
-plugins hold it): imagecodecs for JPEG 2000, GDCM via SimpleITK for the rest. ``benchmarks/bench_io.py`` measures this against
-SimpleITK's and MONAI's series readers.
+plugins hold it): imagecodecs for JPEG 2000, GDCM via SimpleITK for the rest.
+``benchmarks/bench_io.py`` measures this against SimpleITK's and MONAI's
+series readers.
 """
 
 from __future__ import annotations
@@ -362,7 +363,7 @@ def _decode(path: Path, plane: Plane, route: str) -> tuple[np.ndarray, bool]:
     ``route`` is the series' parallel decoder (:func:`_parallel_route`):
     imagecodecs or GDCM when the series qualifies; otherwise, and for files
     they turn down, a direct read of uncompressed pixels, else pydicom's
-    decoders (which also give the precise error when GDCM fails).
+    decoders (which also give the precise error when a parallel decoder fails).
     """
     if route == "imagecodecs":
         frames = decode_with_imagecodecs(path, plane)
@@ -393,8 +394,9 @@ def _assemble(grid: Grid) -> np.ndarray:
 
     Lossless-compressed grayscale series of at least :data:`PARALLEL_MIN_SLICES`
     single-frame files are decoded by decoders that release the GIL (JPEG 2000
-    by imagecodecs, the other syntaxes by GDCM through SimpleITK); uncompressed slices are read straight from disk; everything else
-    goes through pydicom's plugins. Each worker rescales its slices into the
+    by imagecodecs, the other syntaxes by GDCM through SimpleITK); uncompressed
+    slices are read straight from disk; everything else goes through pydicom's
+    plugins. Each worker rescales its slices into the
     output: int16 when every value fits (CT HU), else int32, float32 for
     fractional slopes/intercepts; without a rescale the stored type is kept.
     """
