@@ -51,6 +51,7 @@ from monai.transforms import (
     ToDeviced,
     Transform,
 )
+from nibabel.orientations import aff2axcodes
 
 from medseg.config import CTIntensity, PercentileIntensity, WorkflowConfig
 from medseg.errors import GeometryError
@@ -142,7 +143,8 @@ def _intensity_transform_d(config: WorkflowConfig, key: str) -> MapTransform:
 class Preprocessor:
     """Prepare an image as network input and map predictions back to its grid.
 
-    Reorientation (``Orientation``) and resampling to the model spacing
+    Reorientation (``Orientation``, skipped for images already in the
+    workflow's orientation) and resampling to the model spacing
     (``Resize`` to the grid covering the same extent, or ``Spacing`` when the
     workflow says ``resample: spacing``; linear interpolation) are MONAI
     invertible transforms; :meth:`invert` undoes them through the
@@ -174,7 +176,7 @@ class Preprocessor:
             )
         x = image_to_tensor(image, device=device)
         steps: list[Transform] = []
-        if config.orientation:
+        if config.orientation and aff2axcodes(x.affine.numpy(), labels=_RAS_LABELS) != tuple(config.orientation):
             steps.append(Orientation(axcodes=config.orientation, labels=_RAS_LABELS))
             x = steps[-1](x)
         if config.spacing_mm and config.resample == "spacing":
@@ -238,12 +240,26 @@ _MAX_MIXED_FRACTION = 0.25
 def first_argmax(scores: torch.Tensor) -> torch.Tensor:
     """Index of the largest channel of ``scores`` ``(C, *spatial)``, the first one on ties.
 
-    Equal to ``scores.argmax(0)``, as ``uint8`` and several times faster on the
-    CPU (where torch reduces over a leading axis slowly) up to 255 channels.
+    Equal to ``scores.argmax(0)``, as ``uint8`` and several times faster
+    (torch reduces over a leading axis slowly) up to 255 channels.
     """
-    n = scores.shape[0]
-    if n > 255:
+    if scores.shape[0] > 255:
         return scores.argmax(0)
+    if scores.device.type == "cpu":  # numpy's broadcast comparison is ~4x faster than torch's on one thread
+        return torch.from_numpy(_first_argmax_numpy(scores.detach().numpy()))
+    return _first_argmax_torch(scores)
+
+
+def _first_argmax_numpy(scores: np.ndarray) -> np.ndarray:
+    n = scores.shape[0]
+    rank = np.arange(n, 0, -1, dtype=np.uint8).reshape(n, *([1] * (scores.ndim - 1)))
+    best = np.equal(scores, scores.max(0)).view(np.uint8)
+    best *= rank
+    return np.subtract(np.uint8(n), best.max(0))  # n - (n - first index of the maximum)
+
+
+def _first_argmax_torch(scores: torch.Tensor) -> torch.Tensor:
+    n = scores.shape[0]
     rank = torch.arange(n, 0, -1, dtype=torch.uint8, device=scores.device).view(n, *([1] * (scores.ndim - 1)))
     best = (scores == scores.amax(0)).view(torch.uint8).mul_(rank).amax(0)  # n - first index of the maximum
     return best.neg_().add_(n)
@@ -326,11 +342,16 @@ def _interpolate(plane: np.ndarray, corners: list[np.ndarray], picks: list[list[
     """Linear interpolation of one channel from its 2**d corner values, in torch's order of operations.
 
     Torch nests the axes (the first outermost) and computes ``t0 * w0 + t1 * w1``
-    at each level; one channel at a time keeps its values in cache.
+    at each level; one channel at a time keeps its values in cache, and the
+    gathered corner arrays are reused in place.
     """
     level = [plane.take(c) for c in corners]
     for _, _, w0, w1 in reversed(picks):
-        level = [np.add(t0 * w0, t1 * w1) for t0, t1 in zip(level[0::2], level[1::2])]
+        for t0, t1 in zip(level[0::2], level[1::2]):
+            t0 *= w0
+            t1 *= w1
+            t0 += t1
+        level = level[0::2]
     return level[0]
 
 

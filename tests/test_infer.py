@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.transforms import Orientation
+from nibabel.orientations import aff2axcodes
 from typer.testing import CliRunner
 
 import medseg
@@ -148,6 +150,16 @@ def test_preprocessor_records_its_inverse() -> None:
     assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0  # the CT window maps to [0, 1]
     back = prep.invert(x.clone(), like=x)
     assert tuple(back.shape[1:]) == image.shape
+
+
+@pytest.mark.parametrize(("direction", "reoriented"), [(np.diag([-1.0, -1.0, 1.0]), False), (np.eye(3), True)])
+def test_reorientation_only_for_images_not_in_the_workflow_orientation(direction: np.ndarray, reoriented: bool) -> None:
+    image = _blob_volume(direction=direction)  # LPS world: diag(-1, -1, 1) is RAS, the identity LPS
+    prep = Preprocessor(_card(orientation="RAS").config)
+    x = prep(image)
+    assert aff2axcodes(x.affine.numpy()) == ("R", "A", "S")
+    assert any(isinstance(step, Orientation) for step in prep.spatial.transforms) == reoriented
+    assert tuple(prep.invert(x.clone(), like=x).shape[1:]) == image.shape
 
 
 def test_segment_command_writes_label_maps_on_input_grid(tmp_path: Path) -> None:

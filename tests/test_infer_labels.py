@@ -11,7 +11,13 @@ import medseg
 from medseg.io.image import Image
 from medseg.models.model import SegmentationModel
 from medseg.models.store import ModelCard
-from medseg.preprocess import Preprocessor, first_argmax, linear_resize_weights, resized_argmax
+from medseg.preprocess import (
+    Preprocessor,
+    _first_argmax_torch,
+    first_argmax,
+    linear_resize_weights,
+    resized_argmax,
+)
 
 
 def _smooth_probabilities(n_labels: int, shape: tuple[int, ...], seed: int, blobs: int = 3) -> torch.Tensor:
@@ -29,11 +35,12 @@ def _reference_labels(probabilities: torch.Tensor, size: tuple[int, ...]) -> np.
     return resized.argmax(0).numpy()
 
 
-def test_first_argmax_is_torch_argmax_with_ties_going_to_the_first_channel() -> None:
+@pytest.mark.parametrize("route", ["numpy (CPU tensors)", "torch (other devices)"])
+def test_first_argmax_is_torch_argmax_with_ties_going_to_the_first_channel(route: str) -> None:
     scores = torch.rand(6, 9, 8, 7)
     scores[:, :3] = 0.25  # every channel tied: channel 0
     scores[2:5, 3:5] = 2.0  # channels 2, 3, 4 tied: channel 2
-    labels = first_argmax(scores)
+    labels = first_argmax(scores) if route.startswith("numpy") else _first_argmax_torch(scores)
     assert labels.dtype == torch.uint8
     assert torch.equal(labels.long(), scores.argmax(0))
     assert int(labels[0, 0, 0]) == 0 and int(labels[3, 0, 0]) == 2

@@ -9,7 +9,9 @@ with ``scl_slope``/``scl_inter`` applied.
 
 Writing picks the format from the extension (``.nii``, ``.nii.gz``, ``.nrrd``,
 ``.mha``), writes atomically (``.nii.gz`` at gzip level 1, without a time stamp:
-the same image gives the same bytes), stores boolean and non-negative integer arrays
+the same image gives the same bytes). Gzip streams are inflated and deflated
+by ISA-L (``isal``): the same format as zlib's, about 2x faster to read and 4x
+to write, stores boolean and non-negative integer arrays
 (label maps) in the smallest unsigned type that holds them, and records
 modality, intensity unit and whether the spacing is known so that
 ``load_volume(save_volume(img, p))`` gives back the same Image.
@@ -17,7 +19,6 @@ modality, intensity unit and whether the spacing is known so that
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import zlib
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from isal import igzip, isal_zlib
 
 from medseg.atomic import atomic_path
 from medseg.errors import ReadError, WriteError
@@ -39,8 +41,9 @@ _NIFTI_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
 _NIFTI_INTENT_VECTOR = 1007
 _TAG_PREFIX = "medseg"  # NIfTI descrip "medseg;modality=CT;..." / ITK metadata "medseg_modality"
 _ORTHO_TOL = 1e-4
-# nibabel's default too. A 1.4M-voxel label map: level 1 takes 3.4 ms for 68 kB, level 6 13.5 ms for 36 kB.
+# ISA-L's level 1 (of 0-3): a 1.4M-voxel label map in 0.5 ms (zlib level 1: 3.1 ms) and fewer bytes than zlib's
 NIFTI_GZIP_LEVEL = 1
+_NIFTI2_HEADER_SIZE = 540
 
 
 # ---- reading ------------------------------------------------------------------------------------------------------
@@ -83,17 +86,14 @@ def load_volume(path: str | os.PathLike[str], *, modality: str | None = None) ->
 
 
 def _load_nifti(path: Path) -> Image:
-    import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
     from nibabel.openers import ImageOpener
     from nibabel.spatialimages import HeaderDataError
+    from nibabel.wrapstruct import WrapStructError
 
     try:
-        nii = nib.load(path, mmap=False)
-        if not isinstance(nii, nib.Nifti1Image | nib.Nifti2Image):
-            raise ReadError(f"not a NIfTI-1/2 image (nibabel reads it as {type(nii).__name__})", path)
+        nii, data = _read_nifti(path)
         header = nii.header
-        data = np.asanyarray(nii.dataobj)  # applies scl_slope / scl_inter
         affine = np.asarray(nii.affine, dtype=float)
         sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
         space_unit = header.get_xyzt_units()[0]
@@ -106,7 +106,16 @@ def _load_nifti(path: Path) -> Image:
                 raise ReadError(f"corrupt NIfTI header: voxel size pixdim {raw_pixdim.tolist()} is not positive", path)
     except ReadError:
         raise
-    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as exc:
+    except (
+        ImageFileError,
+        HeaderDataError,
+        WrapStructError,
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        isal_zlib.error,
+    ) as exc:
         raise ReadError(f"corrupt or truncated NIfTI file ({_one_line(exc, path)})", path) from exc
 
     warnings: list[str] = []
@@ -182,6 +191,26 @@ def _load_sitk(path: Path) -> Image:
     image = from_sitk(img, meta={"format": fmt}, source=str(path))
     _apply_tags(image, tags)
     return image
+
+
+def _read_nifti(path: Path) -> tuple[Any, np.ndarray]:
+    """The nibabel image of a ``.nii``/``.nii.gz`` file and its voxels (``scl_slope``/``scl_inter`` applied)."""
+    import nibabel as nib
+    from nibabel.fileholders import FileHolder
+
+    if not path.name.lower().endswith(".gz"):
+        nii = nib.load(path, mmap=False)
+        if not isinstance(nii, nib.Nifti1Image | nib.Nifti2Image):
+            raise ReadError(f"not a NIfTI-1/2 image (nibabel reads it as {type(nii).__name__})", path)
+        return nii, np.asanyarray(nii.dataobj)
+    with igzip.open(path, "rb") as stream:  # nibabel would inflate through the slower zlib
+        sizeof_hdr = stream.peek(4)[:4]  # 348 for NIfTI-1, 540 for NIfTI-2, in the file's byte order
+        nifti2 = _NIFTI2_HEADER_SIZE in (int.from_bytes(sizeof_hdr, "little"), int.from_bytes(sizeof_hdr, "big"))
+        holder = FileHolder(filename=str(path), fileobj=stream)
+        nii = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_file_map(
+            {"header": holder, "image": holder}, mmap=False
+        )
+        return nii, np.asanyarray(nii.dataobj)
 
 
 def _one_line(exc: Exception, path: Path, limit: int = 200) -> str:
@@ -288,7 +317,7 @@ def _write_nifti(image: Image, tmp: Path) -> None:
     nii.to_file_map(nii.make_file_map({"image": buffer}))  # the bytes nib.save writes, compressed below in one call
     payload = buffer.getbuffer()
     if tmp.name.lower().endswith(".gz"):
-        payload = gzip.compress(payload, compresslevel=NIFTI_GZIP_LEVEL, mtime=0)
+        payload = igzip.compress(payload, compresslevel=NIFTI_GZIP_LEVEL, mtime=0)
     tmp.write_bytes(payload)
 
 
