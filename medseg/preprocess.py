@@ -18,6 +18,7 @@ transforms, so on a CUDA machine resampling and augmentation run on the GPU.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -299,6 +300,7 @@ def resized_argmax(probabilities: torch.Tensor, size: tuple[int, ...]) -> np.nda
     multiply-add where numpy rounds twice, so such a voxel can differ only
     where two classes agree to float32 precision (~1e-7). When more than a
     quarter of the cells are mixed (noisy labels) every channel is interpolated.
+    The boundary voxels are shared among ``torch.get_num_threads()`` threads.
 
     Returns
     -------
@@ -324,18 +326,45 @@ def resized_argmax(probabilities: torch.Tensor, size: tuple[int, ...]) -> np.nda
     for axis, (i0, *_) in enumerate(axes):
         out = out.take(i0, axis=axis)
     undecided = np.flatnonzero(out == 255)
-    if undecided.size:
-        strides = np.cumprod([1, *shape[:0:-1]])[::-1]
-        picks = [  # per axis: flat source offsets of both neighbours and their weights, for each undecided voxel
-            [t.take(i) for t in (i0 * stride, i1 * stride, w0, w1)]
-            for (i0, i1, w0, w1), stride, i in zip(axes, strides, np.unravel_index(undecided, size))
-        ]
-        corners = [0]  # flat source index of each corner, the first axis varying slowest
-        for o0, o1, _, _ in picks:
-            corners = [c + o for c in corners for o in (o0, o1)]
-        values = np.stack([_interpolate(plane, corners, picks) for plane in probabilities.reshape(n, -1).numpy()])
-        out.ravel()[undecided] = first_argmax(torch.from_numpy(values)).numpy()
+    planes = probabilities.reshape(n, -1).numpy()
+    # numpy releases the GIL: split the boundary voxels over torch's intra-op threads
+    parts = np.array_split(undecided, max(1, min(torch.get_num_threads(), undecided.size // MIN_VOXELS_PER_THREAD)))
+    if len(parts) == 1:
+        out.ravel()[undecided] = _boundary_labels(planes, undecided, axes, shape, size)
+    else:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            part_labels = pool.map(lambda part: _boundary_labels(planes, part, axes, shape, size), parts)
+            for part, labels_of_part in zip(parts, part_labels):
+                out.ravel()[part] = labels_of_part
     return out
+
+
+MIN_VOXELS_PER_THREAD = 32768  # below this a thread's start-up outweighs its share of the interpolation
+
+
+def _boundary_labels(
+    planes: np.ndarray,
+    voxels: np.ndarray,
+    axes: list[tuple[np.ndarray, ...]],
+    shape: Sequence[int],
+    size: tuple[int, ...],
+) -> np.ndarray:
+    """``first_argmax`` of the linearly interpolated ``planes`` at flat output indices ``voxels``.
+
+    ``planes`` is ``(C, prod(shape))`` on the source grid ``shape``, ``axes``
+    holds :func:`linear_resize_weights` of each axis and ``size`` is the output shape.
+    """
+    if not voxels.size:
+        return np.empty(0, np.uint8)
+    strides = np.cumprod([1, *shape[:0:-1]])[::-1]
+    picks = [  # per axis: flat source offsets of both neighbours and their weights, for each voxel
+        [t.take(i) for t in (i0 * stride, i1 * stride, w0, w1)]
+        for (i0, i1, w0, w1), stride, i in zip(axes, strides, np.unravel_index(voxels, size))
+    ]
+    corners = [0]  # flat source index of each corner, the first axis varying slowest
+    for o0, o1, _, _ in picks:
+        corners = [c + o for c in corners for o in (o0, o1)]
+    return _first_argmax_numpy(np.stack([_interpolate(plane, corners, picks) for plane in planes]))
 
 
 def _interpolate(plane: np.ndarray, corners: list[np.ndarray], picks: list[list[np.ndarray]]) -> np.ndarray:

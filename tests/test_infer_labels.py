@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import medseg
+from medseg import preprocess
 from medseg.io.image import Image
 from medseg.models.model import SegmentationModel
 from medseg.models.store import ModelCard
@@ -143,3 +144,16 @@ def test_predicted_labels_are_the_argmax_of_the_predicted_probabilities() -> Non
     pred = model.predict(image)
     assert len(np.unique(pred.labels.array)) == 4
     assert np.array_equal(pred.labels.array, np.argmax(pred.probabilities.array, -1))
+
+
+def test_resized_argmax_split_over_threads_equals_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    probs = _smooth_probabilities(5, (46, 38, 42), seed=11)
+    one = resized_argmax(probs, (61, 50, 56))
+    monkeypatch.setattr(preprocess, "MIN_VOXELS_PER_THREAD", 100)  # a few thousand boundary voxels: three parts
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        split = resized_argmax(probs, (61, 50, 56))
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(split, one) and np.array_equal(split, _reference_labels(probs, (61, 50, 56)))
