@@ -4,8 +4,10 @@ A workflow config says everything needed to train a segmentation model and to
 apply it: the labels, 2D or 3D, the intensity preset of the modality, the
 target spacing and orientation, the MONAI network and its parameters, the loss,
 optimiser and schedule, the augmentations, patch size and sliding-window
-settings, the device and mixed precision. It is validated on load; every error
-names the bad key and, where there is a fixed choice, the allowed values::
+settings, the device and mixed precision. It is validated on load (the network
+is built on PyTorch's meta device, so parameters MONAI rejects fail there too);
+every error names the bad key and, where there is a fixed choice, the allowed
+values::
 
     from medseg.config import load_config
     cfg = load_config("configs/ct_organs.yaml")
@@ -236,6 +238,7 @@ class WorkflowConfig(_Strict):
             raise ValueError("label_source 'binary' needs exactly two labels (background and one class)")
         if self.postprocess is not None:
             _validate_postprocess(self.postprocess, self.labels)
+        _validate_network_builds(self)
         return self
 
     @property
@@ -257,6 +260,16 @@ def _validate_postprocess(section: dict[str, Any], labels: dict[str, int]) -> No
         PostprocessConfig.from_label_names(section, labels)
     except ConfigError as exc:
         raise ValueError(f"postprocess: {exc.reason}") from None
+
+
+def _validate_network_builds(config: WorkflowConfig) -> None:
+    """Build the network on the meta device (no memory, milliseconds) so bad ``network.params`` fail on load."""
+    from medseg.models.networks import build_network
+
+    try:
+        build_network(config, device="meta")
+    except ConfigError as exc:
+        raise ValueError(exc.reason) from None
 
 
 # ---- loading --------------------------------------------------------------------------------

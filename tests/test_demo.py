@@ -38,15 +38,30 @@ def test_demo_command_prints_table_and_writes_label_maps(sample_data: Path, tmp_
     cases = set(table["case"].tolist())
     assert "ct_organs_dicom (DICOM)" in cases and {"case_006", "case_007", "case_004", "case_005"} <= cases
     assert {"dice", "pred_volume_ml", "ref_volume_ml"} <= set(table.dtype.names)
-    # every written label map lies on its input's grid
-    dataset = json.loads((sample_data / "ct_organs" / "dataset.json").read_text())
-    for entry in dataset["test"]:
-        image = medseg.load(sample_data / "ct_organs" / entry["image"])
-        labels = medseg.load(out / "ct_organs" / Path(entry["image"]).name)
-        assert labels.same_grid(image)
-    assert medseg.load(out / "ct_organs" / "ct_organs_dicom.nii.gz").same_grid(
-        medseg.load(sample_data / "ct_organs_dicom")
-    )
+    # every written label map lies on its input's grid, and the table's figures follow from it and the reference
+    inputs = {"ct_organs_dicom (DICOM)": ("ct_organs", "ct_organs_dicom", "ct_organs/labelsTs/case_006.nii.gz")}
+    for model, folder in (("ct_organs", "ct_organs"), ("nuclei_2d", "nuclei")):
+        for entry in json.loads((sample_data / folder / "dataset.json").read_text())["test"]:
+            case = Path(entry["image"]).name.split(".")[0]
+            inputs[case] = (model, f"{folder}/{entry['image']}", f"{folder}/{entry['label']}")
+    assert set(inputs) == cases
+    for case, (model, image_path, label_path) in inputs.items():
+        image, truth = medseg.load(sample_data / image_path), medseg.load(sample_data / label_path)
+        written = medseg.load(out / model / f"{case.split(' ')[0]}.nii.gz")
+        assert written.same_grid(image) and written.same_grid(truth)
+        pred, ref = written.array, truth.array
+        if model == "nuclei_2d":  # instance reference: the foreground is scored, its area in um^2
+            pred, ref = (pred > 0).astype(np.uint8), (ref > 0).astype(np.uint8)
+        for row in table[table["case"] == case]:
+            p, t = pred == row["label"], ref == row["label"]
+            assert row["dice"] == pytest.approx(2 * np.sum(p & t) / (p.sum() + t.sum()), abs=1e-9)
+            if model == "ct_organs":
+                ml_per_voxel = np.prod(image.spacing) / 1000.0
+                assert row["pred_volume_ml"] == pytest.approx(p.sum() * ml_per_voxel, rel=1e-9)
+                assert row["ref_volume_ml"] == pytest.approx(t.sum() * ml_per_voxel, rel=1e-9)
+            else:
+                um2_per_pixel = np.prod(image.spacing) * 1e6
+                assert row["pred_area_um2"] == pytest.approx(p.sum() * um2_per_pixel, rel=1e-9)
 
 
 def test_ct_model_segments_held_out_phantom_and_its_flipped_copy_consistently(sample_data: Path) -> None:

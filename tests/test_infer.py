@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from monai.inferers import sliding_window_inference
 from monai.transforms import Orientation
 from nibabel.orientations import aff2axcodes
 from typer.testing import CliRunner
@@ -194,3 +196,78 @@ def test_preprocessing_and_augmentation_tensors_live_on_the_gpu() -> None:
     assert all(p["image"].device.type == "cuda" and p["label"].device.type == "cuda" for p in patches)
     model = SegmentationModel(ThresholdNet(), _card(orientation="RAS", spacing_mm=[2.0, 2.0, 2.0]), device="cuda")
     assert model.segment(image).same_grid(image)
+
+
+def test_mirroring_tta_averages_softmax_over_every_configured_flip_of_a_non_symmetric_network() -> None:
+    """A random 3x3x3 convolution is not mirror symmetric: TTA must really flip the input and flip back."""
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(1, 2, kernel_size=3, padding=1)
+    inference = {"overlap": 0.25, "sw_batch_size": 2}
+    card = _card(patch_size=[16, 16, 16], augment={"flip_axes": [0, 2]}, inference=inference)
+    image = _blob_volume(shape=(22, 19, 17))  # no spacing_mm/orientation: already on the model grid
+    model = SegmentationModel(network, card, device="cpu")
+    with_tta = model.segment(image, probabilities=True, tta=True).array
+    without = model.segment(image, probabilities=True, tta=False).array
+
+    x = torch.from_numpy(np.clip(image.array / 200.0, 0.0, 1.0)).float()[None, None]  # the card's CT window [0, 200]
+    flips = [(), (2,), (4,), (2, 4)]  # every subset of flip_axes [0, 2], as tensor dims
+    total = torch.zeros(1, 2, *image.shape)
+    with torch.no_grad():
+        for dims in flips:
+            xin = torch.flip(x, dims) if dims else x
+            logits = sliding_window_inference(xin, [16, 16, 16], 2, network, overlap=0.25, mode="gaussian")
+            probs = torch.softmax(logits, dim=1)
+            total += torch.flip(probs, dims) if dims else probs
+    expected = np.moveaxis((total / len(flips))[0].numpy(), 0, -1)
+    np.testing.assert_allclose(with_tta, expected, atol=1e-5)
+    assert np.abs(with_tta - without).max() > 1e-3
+
+
+def _conv_output_dtypes(tmp_path: Path, device: str, amp: bool) -> dict[str, set[torch.dtype]]:
+    """dtypes of every convolution's output under ``segment`` and under one training epoch (train-mode calls)."""
+    from medseg.train import train
+
+    cfg = validate_config(
+        {
+            **_card(patch_size=[16, 16, 16]).config.model_dump(),
+            "amp": amp,
+            "train": {"max_epochs": 1, "batch_size": 2, "samples_per_image": 2, "val_every": 1},
+        }
+    )
+    entries = []
+    for i in range(3):
+        image = _blob_volume()
+        medseg.save(image, tmp_path / "imagesTr" / f"c{i}.nii.gz")
+        medseg.save(image.with_array((image.array > 100).astype(np.uint8)), tmp_path / "labelsTr" / f"c{i}.nii.gz")
+        entries.append({"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"})
+    dataset = tmp_path / "dataset.json"
+    dataset.write_text(json.dumps({"labels": {"0": "background", "1": "bright"}, "training": entries}))
+
+    seen: dict[str, set[torch.dtype]] = {"segment": set(), "train": set()}
+    phase = "segment"
+
+    def hook(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, torch.nn.modules.conv._ConvNd) and (phase == "segment" or module.training):
+            seen[phase].add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        model = SegmentationModel(build_network(cfg), ModelCard(**cfg.model_dump(), medseg_version="0"), device=device)
+        model.segment(_blob_volume())
+        phase = "train"
+        train(cfg, dataset, tmp_path / "run", device=device, progress=False)
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_amp_on_the_cpu_leaves_every_activation_float32(tmp_path: Path) -> None:
+    seen = _conv_output_dtypes(tmp_path, "cpu", amp=True)
+    assert seen == {"segment": {torch.float32}, "train": {torch.float32}}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("amp", "dtype"), [(True, torch.float16), (False, torch.float32)])
+def test_amp_on_cuda_runs_convolutions_in_float16(tmp_path: Path, amp: bool, dtype: torch.dtype) -> None:
+    seen = _conv_output_dtypes(tmp_path, "cuda", amp=amp)
+    assert seen == {"segment": {dtype}, "train": {dtype}}

@@ -104,6 +104,11 @@ def test_missing_invalid_or_mismatched_card_is_refused(model_dir: Path, tmp_path
     with pytest.raises(ModelError, match="invalid model card: network.name"):
         load_model(model_dir)
 
+    unbuildable = {"name": "UNet", "params": {"channels": [4, 8, 16], "strides": [2]}}  # one stride too few
+    card_path.write_text(json.dumps({**good, "network": unbuildable}))
+    with pytest.raises(ModelError, match="invalid model card: network.params rejected by monai UNet"):
+        load_model(model_dir)
+
     card_path.write_text(json.dumps({**good, "weights_sha256": "0" * 64}))
     with pytest.raises(ModelError, match="SHA-256 differs"):
         load_model(model_dir)

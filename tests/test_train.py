@@ -17,7 +17,7 @@ import medseg
 from medseg.config import validate_config
 from medseg.errors import ConfigError, LabelError
 from medseg.io.image import Image
-from medseg.train import train
+from medseg.train import loop, train
 from medseg.train.dataset import read_dataset, training_targets
 from medseg.train.loop import _lr_factor, _progress_share
 
@@ -240,6 +240,110 @@ def test_train_command(tmp_path: Path) -> None:
     assert "validation Dice" in result.output
     card = json.loads((tmp_path / "run" / "model_card.json").read_text())
     assert card["training"]["command"].startswith(f"medseg train {cfg_path} --data {ds}")
+
+
+def test_deterministic_transforms_are_cached_on_the_model_grid_and_never_mutated(tmp_path: Path) -> None:
+    from monai.transforms import Compose, Lambdad
+
+    from medseg.preprocess import Preprocessor
+    from medseg.train.dataset import load_cases
+    from medseg.train.loop import _Data
+
+    ds = _dataset(tmp_path, n=2)
+    cfg = _config(patch_size=[8, 8, 8])  # smaller than the model grid: no padding, the grid is the resampled one
+    split = read_dataset(ds, cfg)
+    cases = load_cases(split.train + split.val, cfg, ds)
+    data = _Data(cfg, cases, cases[:1], torch.device("cpu"))
+    assert len(data.cache._cache) == len(cases)
+    for case, item in zip(cases, data.cache._cache):
+        expected = Preprocessor(cfg)(case.image)  # the inference path's model-grid input
+        assert isinstance(item["image"], torch.Tensor) and isinstance(item["label"], torch.Tensor)
+        assert item["image"].shape == expected.shape == item["label"].shape
+        assert torch.allclose(item["image"], expected.as_tensor(), atol=1e-5)
+        label = item["label"].numpy().ravel()
+        assert len(item["label_cls_indices"]) == cfg.n_labels
+        for k, indices in enumerate(item["label_cls_indices"]):
+            assert np.array_equal(np.asarray(indices), np.flatnonzero(label == k))
+    before = [{k: v.clone() for k, v in it.items() if isinstance(v, torch.Tensor)} for it in data.cache._cache]
+    # a random step that changes its patch in place must still leave the cached cases alone
+    data.randoms = Compose([*data.randoms.transforms, Lambdad(["image", "label"], lambda x: x.mul_(0))])
+    for epoch in range(2):
+        data.reseed(epoch)
+        patches = [b["image"] for b in data.loader]
+        assert patches and all(p.shape[2:] == (8, 8, 8) for p in patches)
+    for snapshot, item in zip(before, data.cache._cache):
+        assert all(torch.equal(v, item[k]) for k, v in snapshot.items())
+
+
+def test_dicom_series_folder_is_a_training_image(tmp_path: Path) -> None:
+    from medseg.io.dicom_write import save_dicom_series
+    from medseg.train.dataset import load_cases
+
+    rng = np.random.default_rng(5)
+    entries, arrays = [], {}
+    for name in ("ct_a", "ct_b"):
+        img, lab = _case(rng)
+        image = Image(img, spacing=SPACING, origin=(10.0, -5.0, 30.0), modality="CT", intensity_unit="HU")
+        save_dicom_series(image, tmp_path / "imagesTr" / name, modality="CT")
+        medseg.save(image.with_array(lab), tmp_path / "labelsTr" / f"{name}.nii.gz")
+        entries.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}.nii.gz"})
+        arrays[name] = img, lab
+    ds = tmp_path / "dataset.json"
+    ds.write_text(json.dumps({"labels": {"0": "background", "1": "a", "2": "b"}, "training": entries}))
+    split = read_dataset(ds, _config())
+    cases = load_cases(split.train + split.val, _config(), ds)
+    assert sorted(c.case_id for c in cases) == ["ct_a", "ct_b"]
+    for case in cases:
+        img, lab = arrays[case.case_id]
+        assert case.image_path.is_dir() and case.label.same_grid(case.image)
+        assert np.array_equal(case.image.array, img) and np.array_equal(case.label.array, lab)
+    cfg = _config(train={"max_epochs": 1, "batch_size": 1, "samples_per_image": 1, "val_every": 1})
+    out = train(cfg, ds, tmp_path / "run", progress=False, device="cpu")
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training"]["epochs_run"] == 1
+    assert sorted([*card["training"]["train_data"]["cases"], *card["training"]["validation_cases"]]) == ["ct_a", "ct_b"]
+
+
+def test_model_directory_keeps_the_best_epoch_not_the_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # validation Dice scripted per epoch (the real one is tested above): best at epoch 2 of 4, whatever the CPU
+    scripted = [0.30, 0.60, 0.45, 0.20]
+
+    def scripted_validation(network, items, config, device) -> dict[str, float]:
+        dice = scripted[scripted_validation.calls]
+        scripted_validation.calls += 1
+        return {"a": dice, "b": dice / 2}
+
+    monkeypatch.setattr(loop, "_validate", scripted_validation)
+    ds = _dataset(tmp_path / "data", n=2)
+    cfg = _config(
+        train={"max_epochs": 4, "batch_size": 2, "samples_per_image": 1, "val_every": 1},
+        optimizer={"lr": 0.01, "schedule": "constant"},
+    )
+    scripted_validation.calls = 0
+    out = train(cfg, ds, tmp_path / "full", seed=2, progress=False, device="cpu")
+    with open(out / "train_log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [float(r["dice_a"]) for r in rows] == scripted
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["validation"]["epoch"] == 2 and card["validation"]["dice"] == {"a": 0.60, "b": 0.30}
+    # a same-seed run stopped at the best epoch ends with exactly the kept weights
+    scripted_validation.calls = 0
+    stopped = train(cfg, ds, tmp_path / "stopped", seed=2, progress=False, device="cpu", max_epochs=2)
+    kept, at_best, last = load_file(str(out / "model.safetensors")), _weights(stopped), _weights(out)
+    assert set(kept) == set(at_best) and all(torch.equal(kept[k], at_best[k]) for k in kept)
+    assert not all(torch.equal(kept[k], last[k]) for k in kept)
+
+
+def test_progress_bar_on_stderr_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ds = _dataset(tmp_path / "data", n=2)
+    cfg = _config(train={"max_epochs": 2, "batch_size": 2, "samples_per_image": 1, "val_every": 2})
+    train(cfg, ds, tmp_path / "shown", progress=True, device="cpu")
+    shown = capsys.readouterr()
+    assert "training" in shown.err and "2/2" in shown.err and "dice" in shown.err
+    assert shown.out == ""
+    train(cfg, ds, tmp_path / "quiet", progress=False, device="cpu")
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and quiet.out == ""
 
 
 # ---- learning-rate schedule ---------------------------------------------------------

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from monai.networks import nets
 
 from medseg.config import WorkflowConfig
+from medseg.errors import ConfigError
 
 
-def build_network(config: WorkflowConfig) -> torch.nn.Module:
+def build_network(config: WorkflowConfig, *, device: str | torch.device | None = None) -> torch.nn.Module:
     """Instantiate the MONAI network named in ``config.network`` for the workflow's dims, channels and labels.
 
     Parameters
@@ -18,19 +21,29 @@ def build_network(config: WorkflowConfig) -> torch.nn.Module:
         ``network.params`` are passed to its constructor; ``spatial_dims``,
         ``in_channels`` and ``out_channels`` come from ``dims``,
         ``in_channels`` and the number of labels.
+    device : str or torch.device, optional
+        Where the parameters are created; ``"meta"`` allocates nothing (a
+        cheap check that the parameters build). Default: torch's default device.
 
     Returns
     -------
     torch.nn.Module
         Maps ``(B, in_channels, *spatial)`` to ``(B, n_labels, *spatial)`` logits.
+
+    Raises
+    ------
+    medseg.errors.ConfigError
+        When MONAI rejects ``network.params`` (the message gives MONAI's reason).
     """
-    cls = getattr(nets, config.network.name)
-    return cls(
-        spatial_dims=config.dims,
-        in_channels=config.in_channels,
-        out_channels=config.n_labels,
-        **config.network.params,
-    )
+    name = config.network.name
+    args = {"spatial_dims": config.dims, "in_channels": config.in_channels, "out_channels": config.n_labels}
+    try:
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            return getattr(nets, name)(**args, **config.network.params)
+    except Exception as exc:  # MONAI constructors raise ValueError, TypeError, AssertionError, IndexError ...
+        derived = ", ".join(f"{k}={v}" for k, v in args.items())
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"network.params rejected by monai {name} ({derived}): {reason}") from exc
 
 
 def count_parameters(network: torch.nn.Module) -> int:

@@ -307,27 +307,43 @@ def train(
 
 
 class _Data:
-    """Cached training/validation data and the seeded loader of random training patches."""
+    """Cached training/validation data and the seeded loader of random training patches.
+
+    A ``CacheDataset`` runs the deterministic transforms once per case and keeps
+    the results in host memory (``cache``); the loader's dataset draws from it,
+    running the random transforms on copies of the cached tensors made on
+    ``device``, so drawing patches never changes the cache.
+    """
 
     def __init__(
         self, cfg: WorkflowConfig, train_cases: list[Case], val_cases: list[Case], device: torch.device
     ) -> None:
-        from monai.data import CacheDataset, ThreadDataLoader
-        from monai.transforms import Compose
+        from monai.data import CacheDataset, Dataset, ThreadDataLoader
 
         from medseg.preprocess import cached_transforms, random_transforms
 
         cached = cached_transforms(cfg)
+        self.device = device
         self.randoms = random_transforms(cfg, device)
-        # CacheDataset caches everything before the first random transform
-        dataset = CacheDataset(
-            [c.as_item() for c in train_cases], transform=Compose([cached, self.randoms]), progress=False
-        )
+        self.cache = CacheDataset([c.as_item() for c in train_cases], transform=cached, progress=False)
         self.val_items = [cached(c.as_item()) for c in val_cases]
         self.generator = torch.Generator()
         self.loader = ThreadDataLoader(
-            dataset, batch_size=cfg.train.batch_size, shuffle=True, num_workers=0, generator=self.generator
+            Dataset(self.cache, transform=self._draw),
+            batch_size=cfg.train.batch_size,
+            shuffle=True,
+            num_workers=0,
+            generator=self.generator,
         )
+
+    def _draw(self, cached_item: dict[str, Any]) -> list[dict[str, Any]]:
+        """Random patches (augmented) of one cached case.
+
+        The random transforms get copies of the cached tensors, made on the
+        device; the per-class voxel indices are only read, so they are shared.
+        """
+        item = {k: v.to(self.device, copy=True) if torch.is_tensor(v) else v for k, v in cached_item.items()}
+        return self.randoms(item)
 
     def reseed(self, seed: int) -> None:
         """Seed patch sampling, augmentation and shuffling for one epoch."""
