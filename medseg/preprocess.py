@@ -17,6 +17,7 @@ transforms, so on a CUDA machine resampling and augmentation run on the GPU.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -329,13 +330,10 @@ def resized_argmax(probabilities: torch.Tensor, size: tuple[int, ...]) -> np.nda
     planes = probabilities.reshape(n, -1).numpy()
     # numpy releases the GIL: split the boundary voxels over torch's intra-op threads
     parts = np.array_split(undecided, max(1, min(torch.get_num_threads(), undecided.size // MIN_VOXELS_PER_THREAD)))
-    if len(parts) == 1:
-        out.ravel()[undecided] = _boundary_labels(planes, undecided, axes, shape, size)
-    else:
-        with ThreadPoolExecutor(len(parts)) as pool:
-            part_labels = pool.map(lambda part: _boundary_labels(planes, part, axes, shape, size), parts)
-            for part, labels_of_part in zip(parts, part_labels):
-                out.ravel()[part] = labels_of_part
+    with ThreadPoolExecutor(len(parts)) if len(parts) > 1 else contextlib.nullcontext() as pool:
+        part_labels = (pool.map if pool else map)(lambda part: _boundary_labels(planes, part, axes, shape, size), parts)
+        for part, labels_of_part in zip(parts, part_labels):
+            out.ravel()[part] = labels_of_part
     return out
 
 

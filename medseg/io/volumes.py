@@ -9,12 +9,13 @@ with ``scl_slope``/``scl_inter`` applied.
 
 Writing picks the format from the extension (``.nii``, ``.nii.gz``, ``.nrrd``,
 ``.mha``), writes atomically (``.nii.gz`` at gzip level 1, without a time stamp:
-the same image gives the same bytes). Gzip streams are inflated and deflated
-by ISA-L (``isal``): the same format as zlib's, about 2x faster to read and 4x
-to write, stores boolean and non-negative integer arrays
-(label maps) in the smallest unsigned type that holds them, and records
+the same image gives the same bytes), stores boolean and non-negative integer
+arrays (label maps) in the smallest unsigned type that holds them, and records
 modality, intensity unit and whether the spacing is known so that
 ``load_volume(save_volume(img, p))`` gives back the same Image.
+
+``.nii.gz`` streams are inflated and deflated by ISA-L (``isal``): the gzip
+format zlib reads and writes, about 2x faster to read and 4x to write.
 """
 
 from __future__ import annotations

@@ -50,8 +50,11 @@ class ModelCard(WorkflowConfig):
 
     @property
     def config(self) -> WorkflowConfig:
-        """The workflow part of the card."""
-        return WorkflowConfig.model_validate(self.model_dump(include=set(WorkflowConfig.model_fields)))
+        """The workflow part of the card (validated with the card: not checked again)."""
+        fields = WorkflowConfig.model_fields
+        return WorkflowConfig.model_construct(
+            self.model_fields_set & set(fields), **{name: getattr(self, name) for name in fields}
+        )
 
 
 def sha256_file(path: Path) -> str:
