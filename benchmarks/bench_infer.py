@@ -70,7 +70,7 @@ def best_of_interleaved(fns: list[Callable[[], Any]], repeats: int = REPEATS) ->
             results[i] = fns[i]()
             wall[i] = min(wall[i], time.perf_counter() - w)
             cpu[i] = min(cpu[i], time.process_time() - c)
-    return list(zip(wall, cpu, results))
+    return list(zip(wall, cpu, results, strict=True))
 
 
 def measure(model: SegmentationModel, scan: Path, image: Image) -> dict[str, Any]:
@@ -132,7 +132,8 @@ def main() -> None:
         ),
         "| --- | --- | ---: | ---: | ---: | --- |",
     ]
-    for r, role in zip(results, ("committed demo model", "production-sized, random weights: noisy labels")):
+    roles = ("committed demo model", "production-sized, random weights: noisy labels")
+    for r, role in zip(results, roles, strict=True):
         rows.append(
             f"| {r['name']} ({r['params'] / 1e6:.2f} M, {role}) | {'x'.join(map(str, r['grid']))} "
             f"| {r['bare'][0]:.2f} / {r['bare'][1]:.2f} | {r['medseg'][0]:.2f} / {r['medseg'][1]:.2f} "

@@ -339,8 +339,10 @@ def table(rows: list[Row]) -> str:
         "| task | metric | value | target | result | training min | epochs | optimiser steps |",
         "| --- | --- | ---: | --- | --- | ---: | ---: | ---: |",
     ]
-    for r in rows:
-        lines.append(f"| {r.task} | {r.metric} | {r.value:.4f} | {r.target} | {r.verdict} | {r.train_minutes:.1f} | {r.epochs} | {r.iterations} |")
+    lines.extend(
+        f"| {r.task} | {r.metric} | {r.value:.4f} | {r.target} | {r.verdict} | {r.train_minutes:.1f} | {r.epochs} | {r.iterations} |"
+        for r in rows
+    )
     return "\n".join(lines)
 
 

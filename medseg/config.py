@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import inspect
 import os
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medseg._files import read_yaml
 from medseg.errors import ConfigError
 
 NETWORKS = ("UNet", "BasicUNet", "SegResNet", "DynUNet")
@@ -336,14 +335,7 @@ def load_config(path: str | os.PathLike[str]) -> WorkflowConfig:
     medseg.errors.ConfigError
         When the file is missing, is not YAML, or fails validation.
     """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config ({exc.strerror})", path) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from exc
-    return validate_config(data, path)
+    return validate_config(read_yaml(path, "config", expect=dict), path)
 
 
 def config_to_dict(config: WorkflowConfig) -> dict[str, Any]:

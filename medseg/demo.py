@@ -5,8 +5,9 @@
    and ``sample_data/models/nuclei_2d`` (2D nuclei), each produced by
    ``medseg train`` (the command is in its model card) -- or trains them
    within a few minutes when missing or when ``--retrain`` is given.
-3. Segments the held-out cases (the ``test`` list of each ``dataset.json``, and
-   the CT phantom stored as a DICOM series), prints per case and label the
+3. Runs the per-case pipeline of ``medseg batch`` (:func:`medseg.workflows.run_case`:
+   segment, post-process, measure) on the held-out cases (the ``test`` list of
+   each ``dataset.json``, and the CT phantom stored as a DICOM series), prints per case and label the
    Dice and predicted vs true volume (mL; area in um^2 for 2D), and writes the
    label maps and the table to ``demo_output/``.
 """
@@ -26,7 +27,8 @@ from rich.table import Table
 
 from medseg.errors import ConfigError
 from medseg.io import find_series, load, save
-from medseg.io.image import Image
+from medseg.io.image import Image, LabelMap
+from medseg.workflows.case import run_case
 
 if TYPE_CHECKING:
     from medseg.models.model import SegmentationModel
@@ -95,18 +97,21 @@ def _model(task: DemoTask, sample_data: Path, out: Path, retrain: bool, console:
     )
 
 
-def _score(task: DemoTask, model: SegmentationModel, case: str, pred: Image, truth: Image) -> pd.DataFrame:
-    """Dice and sizes per label of one case, via :func:`medseg.metrics.evaluate_case` on the truth's grid."""
-    from medseg.io.resample import resample_to
-    from medseg.metrics import evaluate_case
+def _score(task: DemoTask, model: SegmentationModel, case: str, pred: LabelMap, truth: Image) -> pd.DataFrame:
+    """Dice and sizes per label of one case (:func:`medseg.metrics.cohort.evaluate_pair`, the rule of every command).
 
-    if not pred.same_grid(truth):
-        pred = resample_to(pred, truth, "nearest")
-    names = {i: n for n, i in model.config.labels.items() if i}
-    p, t = pred.array, truth.array
-    if model.config.label_source == "instances":  # nuclei: truth is an instance map; score the foreground
-        p, t, names = (p > 0).astype(np.uint8), (t > 0).astype(np.uint8), {1: "nucleus"}
-    table = evaluate_case(p, t, labels=names, spacing=truth.spacing, surface=False, case=case)
+    Instance-trained models (nuclei) are scored on the foreground: their truth is an instance map.
+    """
+    from medseg.labelmap import as_label_map
+    from medseg.metrics.cohort import evaluate_pair
+
+    names = model.label_names
+    if model.config.label_source == "instances":
+        pred = pred.with_labels((pred.array > 0).astype(np.uint8), {1: "nucleus"})
+        truth = as_label_map(truth)
+        truth = truth.with_labels((truth.array > 0).astype(np.uint8), {1: "nucleus"})
+        names = {1: "nucleus"}
+    table, _, _, _ = evaluate_pair(pred, truth, case=case, labels=names, surface=False)
     table.insert(0, "model", task.model)
     if "ref_area_mm2" in table:
         table["ref_area_um2"], table["pred_area_um2"] = table.ref_area_mm2 * 1e6, table.pred_area_mm2 * 1e6
@@ -166,7 +171,7 @@ def run_demo(
         for case, image_path, label_path in _held_out(task, sample_data):
             tic = time.monotonic()
             image = load(image_path)
-            pred = model.segment(image)
+            pred = run_case(model, image).semantic
             name = case.split(" ")[0]
             written = save(pred, out / task.model / f"{name}.nii.gz")
             grid = "x".join(map(str, image.shape))

@@ -36,6 +36,10 @@ class SeriesError(ReadError):
     """A DICOM series is ambiguous or inconsistent (several candidates, mixed sizes, gaps in strict mode)."""
 
 
+class AnnotationError(ReadError):
+    """An annotation file (COCO, GeoJSON, LabelMe, CVAT) is invalid: bad polygon, unknown category, wrong layout."""
+
+
 class WriteError(MedsegError):
     """An output could not be written."""
 

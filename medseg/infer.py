@@ -22,10 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import os
 from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,11 +30,8 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 
 from medseg.config import WorkflowConfig
-from medseg.io.image import Image
+from medseg.io.image import Image, LabelMap
 from medseg.preprocess import Preprocessor
-
-if TYPE_CHECKING:
-    from medseg.models.model import SegmentationModel
 
 
 class Prediction:
@@ -45,14 +39,14 @@ class Prediction:
 
     Attributes
     ----------
-    labels : Image
+    labels : LabelMap
         Label map (smallest fitting unsigned integer type), index = label index of the model.
     probabilities : Image
         Float32 class probabilities, trailing channel axis in label-index order;
         computed on first access (inverting every channel costs more than the labels).
     """
 
-    def __init__(self, labels: Image, probabilities: Callable[[], Image]) -> None:
+    def __init__(self, labels: LabelMap, probabilities: Callable[[], Image]) -> None:
         self.labels = labels
         self._probabilities = probabilities
 
@@ -156,57 +150,5 @@ def predict(
         native = prep.invert(probs, like=x).float().cpu().numpy()
         return image.with_array(np.moveaxis(native, 0, -1), intensity_unit="", meta=meta, channel_axis=True)
 
-    return Prediction(labels=image.with_array(labels, intensity_unit="", meta=meta), probabilities=native_probabilities)
-
-
-def output_stem(path: str | os.PathLike[str]) -> str:
-    """A file-name stem for outputs derived from an input path (``ct.nii.gz`` -> ``ct``, a folder -> its name)."""
-    name = Path(path).name
-    for suffix in (
-        ".nii.gz",
-        ".nii",
-        ".nrrd",
-        ".nhdr",
-        ".mha",
-        ".mhd",
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".tif",
-        ".tiff",
-        ".bmp",
-        ".dcm",
-    ):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def segment_files(
-    model: SegmentationModel,
-    inputs: list[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-    *,
-    probabilities: bool = False,
-    tta: bool | None = None,
-) -> list[Path]:
-    """Read each input with :func:`medseg.io.load`, segment it, write ``OUT/<stem>.nii.gz``.
-
-    With ``probabilities=True`` also writes ``OUT/<stem>_prob_<label>.nii.gz``
-    per foreground label (float32, on the input grid). Returns the label-map paths.
-    """
-    from medseg.io import load, save
-
-    out = Path(out_dir)
-    written = []
-    for path in inputs:
-        image = load(path)
-        pred = model.predict(image, tta=tta)
-        stem = output_stem(path)
-        written.append(save(pred.labels, out / f"{stem}.nii.gz"))
-        if probabilities:
-            for name, index in model.config.labels.items():
-                if index:
-                    prob = image.with_array(pred.probabilities.array[..., index], intensity_unit="")
-                    save(prob, out / f"{stem}_prob_{name}.nii.gz")
-    return written
+    names = {i: n for n, i in config.labels.items() if i}
+    return Prediction(labels=image.with_labels(labels, names, meta=meta), probabilities=native_probabilities)

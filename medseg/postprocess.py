@@ -29,14 +29,13 @@ import numpy as np
 import pandas as pd
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
-from medseg.errors import ConfigError, LabelError
-from medseg.io.image import Image
-from medseg.measurement import label_runs, length_unit
+from medseg.errors import ConfigError
+from medseg.io.image import Image, LabelMap
+from medseg.labelmap import CONNECTIVITY, as_label_map, connectivity_for, label_components, label_runs, length_unit
 
 _QUANTITY = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Zµ]+?)([23]?)\s*")
 _LENGTH_MM = {"mm": 1.0, "um": 1e-3, "µm": 1e-3, "cm": 10.0}
 _VOLUME_ALIASES = {"ml": ("cm", 3)}
-_CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
@@ -167,9 +166,9 @@ class PostprocessResult:
 
     Attributes
     ----------
-    semantic : Image
+    semantic : LabelMap
         The cleaned label map (one value per class), on the input's grid.
-    instances : Image
+    instances : LabelMap
         uint32 instance map on the same grid: 0 background, 1..n objects.
     classes : pandas.DataFrame
         One row per instance: ``instance``, ``label`` (its class value),
@@ -177,57 +176,14 @@ class PostprocessResult:
         or ``*_px`` when the spacing is unknown).
     """
 
-    semantic: Image
-    instances: Image
+    semantic: LabelMap
+    instances: LabelMap
     classes: pd.DataFrame
 
     @property
     def n_instances(self) -> int:
         """Number of objects."""
         return len(self.classes)
-
-
-def as_label_image(labels: Image) -> Image:
-    """Check that ``labels`` is a usable label map; return it with an integer array.
-
-    Booleans become uint8; floats are accepted when every value is a whole
-    number (converted to the smallest unsigned type).
-
-    Raises
-    ------
-    medseg.errors.LabelError
-        Channels, non-finite or fractional values, or negative labels.
-    """
-    arr = labels.array
-    if labels.channel_axis:
-        raise LabelError(
-            f"a label map has one value per voxel, this one has {labels.n_channels} channels", labels.source
-        )
-    if arr.dtype == bool:
-        return labels.with_array(arr.view(np.uint8), meta=labels.meta, warnings=labels.warnings)
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or not (arr == np.round(arr)).all():
-            raise LabelError(
-                "label map holds non-integer values (a probability map or an intensity image?)", labels.source
-            )
-    elif arr.dtype.kind not in "ui":
-        raise LabelError(f"label map has unsupported value type {arr.dtype}", labels.source)
-    if arr.dtype.kind == "u":
-        return labels
-    low = arr.min() if arr.size else 0
-    if low < 0:
-        raise LabelError(f"label map holds negative values (minimum {low})", labels.source)
-    dtype = np.min_scalar_type(int(arr.max()) if arr.size else 0)
-    return labels.with_array(arr.astype(dtype), meta=labels.meta, warnings=labels.warnings)
-
-
-def _connectivity(value: int | None, ndim: int, source: str | None) -> int:
-    options = _CONNECTIVITY[ndim]
-    if value is None:
-        return options[-1]
-    if value not in options:
-        raise ConfigError(f"connectivity {value} is not one of {options} for a {ndim}D image", source)
-    return value
 
 
 def _classes_frame(instance: np.ndarray, label: np.ndarray, count: np.ndarray, grid: Image) -> pd.DataFrame:
@@ -243,26 +199,6 @@ def _classes_frame(instance: np.ndarray, label: np.ndarray, count: np.ndarray, g
             size_col: count * (grid.voxel_volume_mm3 * scale**grid.ndim),
         }
     )
-
-
-def label_components(array: np.ndarray, connectivity: int) -> tuple[np.ndarray, int]:
-    """cc3d connected components numbered 1..N (uint32), and N.
-
-    2D arrays are labelled as one-slice volumes (4 -> 6, 8 -> 26 neighbours),
-    which is the same neighbourhood: cc3d 4.1's own 2D 8-connected labelling
-    splits some components (about one random blob image in eight, checked
-    against scipy.ndimage.label in the tests).
-    """
-    import cc3d
-
-    if array.ndim == 2:
-        volume = array[..., np.newaxis]
-        components, n = cc3d.connected_components(
-            volume, connectivity={4: 6, 8: 26}[connectivity], return_N=True, out_dtype=np.uint32
-        )
-        return components[..., 0], int(n)
-    components, n = cc3d.connected_components(array, connectivity=connectivity, return_N=True, out_dtype=np.uint32)
-    return components, int(n)
 
 
 def connected_components(labels: Image, connectivity: int | None = None) -> PostprocessResult:
@@ -287,8 +223,8 @@ def connected_components(labels: Image, connectivity: int | None = None) -> Post
     >>> res.classes[["instance", "label", "voxel_count"]].values.tolist()
     [[1, 1, 1], [2, 1, 1], [3, 2, 1]]
     """
-    labels = as_label_image(labels)
-    conn = _connectivity(connectivity, labels.ndim, labels.source)
+    labels = as_label_map(labels)
+    conn = connectivity_for(connectivity, labels.ndim, labels.source)
     instances, n = label_components(labels.array, conn)
     # a run of one label along a row is connected, so it lies inside one component
     runs = label_runs(labels.array)
@@ -297,7 +233,7 @@ def connected_components(labels: Image, connectivity: int | None = None) -> Post
     label = np.zeros(n + 1, labels.array.dtype)
     label[run_instance] = runs.value
     classes = _classes_frame(np.arange(1, n + 1), label[1:], count, labels)
-    return PostprocessResult(labels, labels.with_array(instances), classes)
+    return PostprocessResult(labels, labels.with_labels(instances, {}), classes)
 
 
 def _size_mm(text: str, grid: Image) -> float:
@@ -348,7 +284,7 @@ def _split_touching(mask: np.ndarray, components: np.ndarray, grid: Image, radiu
     footprint = sum((g / max(r, 1e-9)) ** 2 for g, r in zip(grids, radius, strict=True)) <= 1.0
     peaks = mask & (distance == ndimage.maximum_filter(distance, footprint=footprint, mode="constant"))
     peaks &= h_maxima(distance, 0.5 * min(grid.spacing)).astype(bool)
-    seeds, _ = label_components(peaks, _CONNECTIVITY[mask.ndim][-1])  # plateaus -> one seed
+    seeds, _ = label_components(peaks, CONNECTIVITY[mask.ndim][-1])  # plateaus -> one seed
     split = watershed(-distance, seeds, mask=mask)
     unseeded = mask & (split == 0)
     if unseeded.any():
@@ -386,7 +322,7 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
     from scipy import ndimage
 
     cfg = config if isinstance(config, PostprocessConfig) else _validated(PostprocessConfig, config or {})
-    labels = as_label_image(labels)
+    labels = as_label_map(labels)
     semantic = labels.array.copy()
     instances = np.zeros(semantic.shape, np.uint32)
     next_id = 1
@@ -394,7 +330,7 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
         if box is None:
             continue
         rule = cfg.for_label(value)
-        conn = _connectivity(rule.connectivity, labels.ndim, labels.source)
+        conn = connectivity_for(rule.connectivity, labels.ndim, labels.source)
         crop = semantic[box]
         mask = crop == value
         if rule.fill_holes:
@@ -420,7 +356,7 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
         local, _ = fastremap.renumber(local, preserve_zero=True)  # 1..m, background stays 0
         instances[box][mask] = local[mask].astype(np.uint32) + np.uint32(next_id - 1)
         next_id += int(local.max())
-    return _result(labels.with_array(semantic, meta=labels.meta), labels.with_array(instances))
+    return _result(labels.with_labels(semantic), labels.with_labels(instances, {}))
 
 
 def _result(semantic: Image, instances: Image) -> PostprocessResult:

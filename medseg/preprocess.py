@@ -72,7 +72,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available; use 'auto' or 'cpu'")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N", "--device") from exc
 
 
 def ras_affine(image: Image) -> np.ndarray:
@@ -110,7 +113,7 @@ _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # MONAI's axis-code conventi
 
 def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target_mm: list[float]) -> list[int]:
     """Grid size covering the same extent at about ``target_mm`` spacing (nnU-Net's rule: round(n * s / t))."""
-    return [max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target_mm)]
+    return [max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target_mm, strict=True)]
 
 
 def _linear(ndim: int) -> str:
@@ -322,7 +325,7 @@ def resized_argmax(probabilities: torch.Tensor, size: tuple[int, ...]) -> np.nda
         resized = torch.nn.functional.interpolate(probabilities[None], size=size, mode=_linear(len(size)))
         return first_argmax(resized[0]).numpy()
     cells = np.where(mixed, np.uint8(255), hi)
-    axes = [linear_resize_weights(m, s) for m, s in zip(shape, size)]
+    axes = [linear_resize_weights(m, s) for m, s in zip(shape, size, strict=True)]
     out = cells
     for axis, (i0, *_) in enumerate(axes):
         out = out.take(i0, axis=axis)
@@ -332,7 +335,7 @@ def resized_argmax(probabilities: torch.Tensor, size: tuple[int, ...]) -> np.nda
     parts = np.array_split(undecided, max(1, min(torch.get_num_threads(), undecided.size // MIN_VOXELS_PER_THREAD)))
     with ThreadPoolExecutor(len(parts)) if len(parts) > 1 else contextlib.nullcontext() as pool:
         part_labels = (pool.map if pool else map)(lambda part: _boundary_labels(planes, part, axes, shape, size), parts)
-        for part, labels_of_part in zip(parts, part_labels):
+        for part, labels_of_part in zip(parts, part_labels, strict=True):
             out.ravel()[part] = labels_of_part
     return out
 
@@ -357,7 +360,7 @@ def _boundary_labels(
     strides = np.cumprod([1, *shape[:0:-1]])[::-1]
     picks = [  # per axis: flat source offsets of both neighbours and their weights, for each voxel
         [t.take(i) for t in (i0 * stride, i1 * stride, w0, w1)]
-        for (i0, i1, w0, w1), stride, i in zip(axes, strides, np.unravel_index(voxels, size))
+        for (i0, i1, w0, w1), stride, i in zip(axes, strides, np.unravel_index(voxels, size), strict=True)
     ]
     corners = [0]  # flat source index of each corner, the first axis varying slowest
     for o0, o1, _, _ in picks:
@@ -374,7 +377,7 @@ def _interpolate(plane: np.ndarray, corners: list[np.ndarray], picks: list[list[
     """
     level = [plane.take(c) for c in corners]
     for _, _, w0, w1 in reversed(picks):
-        for t0, t1 in zip(level[0::2], level[1::2]):
+        for t0, t1 in zip(level[0::2], level[1::2], strict=True):
             t0 *= w0
             t1 *= w1
             t0 += t1
@@ -407,7 +410,7 @@ class ResampleToSpacingd(MapTransform):
         ref = d[self.keys[0]]
         nd = ref.ndim - 1
         shape = resampled_shape(tuple(ref.shape[1:]), tuple(ref.pixdim[:nd].tolist()), self.spacing_mm)
-        for key, mode in zip(self.keys, self.modes):
+        for key, mode in zip(self.keys, self.modes, strict=True):
             d[key] = Resize(shape, mode=mode, dtype=torch.float32)(d[key])
         return d
 

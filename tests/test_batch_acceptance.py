@@ -110,7 +110,7 @@ def test_sigkill_at_several_moments_then_resume(mixed_tree: Path, sample_data: P
     for case_id in good:
         files = sorted(p.name for p in (out / "cases" / case_id).iterdir())
         assert files == ["instances.nii.gz", "labels.nii.gz", "measurements.csv"], (case_id, files)
-    assert not [p for p in out.rglob(".*.tmp-*")]
+    assert not list(out.rglob(".*.tmp-*"))
     real = next(c for c, s in sources.items() if s == "real/ct_abdomen_dicom")
     assert load(out / "cases" / real / "labels.nii.gz").same_grid(load(mixed_tree / "real" / "ct_abdomen_dicom"))
     assert tree_hashes(mixed_tree) == inputs_before

@@ -90,7 +90,7 @@ def test_errors_name_key_and_allowed_values(change: dict, expected: list[str]) -
 
 def test_missing_required_keys_are_listed() -> None:
     with pytest.raises(
-        ConfigError, match="network: Field required.*patch_size: Field required|patch_size: Field required.*network"
+        ConfigError, match=r"network: Field required.*patch_size: Field required|patch_size: Field required.*network"
     ):
         validate_config({k: v for k, v in _base().items() if k not in ("network", "patch_size")})
 

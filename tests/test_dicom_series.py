@@ -181,7 +181,7 @@ def test_several_series_listed_and_selected_by_uid_or_index(tmp_path):
     write(phantom(seed=5), tmp_path / "two", series_description="venous", series_number=2, study_uid=study)
     infos = find_series(tmp_path)
     assert [i.description for i in infos] == ["arterial", "venous"] and [i.index for i in infos] == [0, 1]
-    with pytest.raises(SeriesError, match="arterial.*venous"):
+    with pytest.raises(SeriesError, match=r"arterial.*venous"):
         load_dicom(tmp_path)
     by_uid = load_dicom(tmp_path, series=infos[0].uid)
     np.testing.assert_array_equal(by_uid.array, ct.array)
@@ -227,7 +227,7 @@ def test_truncated_slice_is_reported_with_its_file(tmp_path):
     files = write(phantom(), tmp_path)
     data = files[2].read_bytes()
     files[2].write_bytes(data[: len(data) - 20])
-    with pytest.raises(ReadError, match="IM0003.dcm") as info:
+    with pytest.raises(ReadError, match=r"IM0003\.dcm") as info:
         load_dicom(tmp_path)
     assert "\n" not in str(info.value)
 
@@ -241,7 +241,7 @@ def test_unreadable_file_is_skipped_with_a_warning_and_strict_raises(tmp_path):
     assert header.Modality == "CT"
     image = load_dicom(tmp_path)
     assert image.shape == (6, 5, 8) and any("broken.dcm" in w for w in image.warnings)
-    with pytest.raises(SeriesError, match="broken.dcm"):
+    with pytest.raises(SeriesError, match=r"broken\.dcm"):
         load_dicom(tmp_path, strict=True)
 
 

@@ -64,7 +64,7 @@ def test_uids_are_deterministic_per_seed(tmp_path):
     a = save_dicom_series(image, tmp_path / "a", seed="same")
     b = save_dicom_series(image, tmp_path / "b", seed="same")
     c = save_dicom_series(image, tmp_path / "c", seed="other")
-    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b))
+    assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b, strict=True))
     uids = [{str(pydicom.dcmread(f).SOPInstanceUID) for f in files} for files in (a, c)]
     assert len(uids[0]) == 5 and not uids[0] & uids[1]
     series = {str(pydicom.dcmread(files[0]).SeriesInstanceUID) for files in (a, b, c)}

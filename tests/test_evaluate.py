@@ -12,8 +12,8 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 import medseg
+from medseg._files import read_label_names
 from medseg.cli import app
-from medseg.cli.evaluate_commands import read_label_names
 from medseg.errors import ConfigError
 from medseg.metrics import evaluate_case, pair_cases
 
@@ -144,5 +144,5 @@ def test_pairing_rule_and_label_files(tmp_path):
     (tmp_path / "names.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "spleen": "2"}}))
     assert read_label_names(tmp_path / "names.json") == {1: "liver", 2: "spleen"}
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(ConfigError, match="cannot read label names"):
+    with pytest.raises(ConfigError, match="label names file is not valid JSON"):
         read_label_names(tmp_path / "bad.json")

@@ -8,7 +8,7 @@ from scipy import ndimage
 
 import medseg
 from medseg.errors import GeometryError, LabelError
-from medseg.metrics import confusion_matrix, evaluate_case, summarize, surface_distances
+from medseg.metrics import confusion_matrix, evaluate_case, pixel_accuracy, summarize, surface_distances
 
 sd = pytest.importorskip("surface_distance")
 # the reference package imports scipy.ndimage's deprecated sub-namespaces
@@ -49,6 +49,9 @@ def _reference_surface(pred: np.ndarray, ref: np.ndarray, spacing, tol: float) -
         "hd95_mm": sd.compute_robust_hausdorff(d, 95),
         # pooled over both surfaces, weighted by area
         "assd_mm": (asd_ref * a_ref + asd_pred * a_pred) / (a_ref + a_pred),
+        # the directed averages, reference -> prediction and prediction -> reference
+        "asd_ref_to_pred_mm": asd_ref,
+        "asd_pred_to_ref_mm": asd_pred,
         "nsd": sd.compute_surface_dice_at_tolerance(d, tol),
         "dice": sd.compute_dice_coefficient(ref, pred),
     }
@@ -167,7 +170,10 @@ def test_empty_cases_follow_the_documented_conventions():
     rows = evaluate_case(np.zeros_like(ref), ref, labels={1: "a", 2: "b"}).set_index("label")
     assert rows.loc[1, "empty_in"] == "prediction" and rows.loc[1, "dice"] == 0 and rows.loc[1, "nsd"] == 0
     assert rows.loc[2, "empty_in"] == "both"
-    assert rows.loc[2, ["dice", "iou", "precision", "recall", "hd_mm", "hd95_mm", "assd_mm", "nsd"]].isna().all()
+    undefined = ["dice", "iou", "accuracy", "precision", "recall", "hd_mm", "hd95_mm", "assd_mm", "nsd"]
+    assert rows.loc[2, [*undefined, "asd_ref_to_pred_mm", "asd_pred_to_ref_mm"]].isna().all()
+    assert rows.loc[1, "accuracy"] == pytest.approx(1 - 8 / 216)  # the 8 missed voxels of 216
+    assert rows.loc[1, "pixel_accuracy"] == rows.loc[1, "accuracy"]
     summary = summarize(rows.reset_index().assign(case="c1"))
     assert summary["labels"]["2"]["empty_in"] == {"both": 1}
     assert summary["labels"]["2"]["metrics"]["dice"] == {
@@ -240,3 +246,29 @@ def test_every_distance_path_matches_surface_distance(labels_3mm, monkeypatch, p
     assert got.percentile_hausdorff(95) == pytest.approx(expected["hd95_mm"], abs=1e-6)
     assert got.average_symmetric() == pytest.approx(expected["assd_mm"], abs=1e-6)
     assert got.surface_dice(2.0) == pytest.approx(expected["nsd"], abs=1e-6)
+
+
+def test_pixel_accuracy_matches_numpy(labels_3mm):
+    ref = labels_3mm.array.astype(np.int64)
+    pred = _perturbed(ref, np.random.default_rng(2))
+    rows = evaluate_case(pred, ref, surface=False).set_index("label")
+    overall = float(np.mean(pred == ref))
+    assert pixel_accuracy(confusion_matrix(pred, ref)) == pytest.approx(overall, abs=1e-12)
+    assert np.allclose(rows["pixel_accuracy"], overall, rtol=0, atol=1e-12)
+    for label, row in rows.iterrows():  # label against the rest: (TP + TN) / N
+        assert row["accuracy"] == pytest.approx(float(np.mean((pred == label) == (ref == label))), abs=1e-12), label
+
+
+def test_directed_average_distances_differ_from_the_pooled_assd():
+    """A small prediction in a corner of a large reference: the directions and the two ASSD conventions disagree."""
+    ref = np.zeros((40, 40), bool)
+    ref[5:35, 5:35] = True
+    pred = np.zeros_like(ref)
+    pred[6:12, 6:12] = True  # near one corner
+    d = sd.compute_surface_distances(ref, pred, (1.0, 1.0))
+    got = evaluate_case(pred.astype(np.uint8), ref.astype(np.uint8), spacing=(1.0, 1.0)).iloc[0]
+    to_pred, to_ref = sd.compute_average_surface_distance(d)
+    assert got["asd_ref_to_pred_mm"] == pytest.approx(to_pred) and got["asd_pred_to_ref_mm"] == pytest.approx(to_ref)
+    assert got["asd_ref_to_pred_mm"] > 2 * got["asd_pred_to_ref_mm"]  # the large surface lies farther from the small
+    plain_mean = (got["asd_ref_to_pred_mm"] + got["asd_pred_to_ref_mm"]) / 2
+    assert got["assd_mm"] != pytest.approx(plain_mean, rel=1e-3)  # pooled: weighted by the larger reference surface

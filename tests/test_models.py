@@ -56,15 +56,15 @@ def test_round_trip_weights_card_and_fingerprint(model_dir: Path) -> None:
     assert card["weights_sha256"] == sha256_file(model_dir / "model.safetensors")
     assert card["n_parameters"] == sum(p.numel() for p in model.network.parameters())
     assert model.config.name == "tiny" and model.labels == card["labels"]
-    assert len(model.fingerprint) == 16
-    assert medseg.load_model(model_dir / CARD_NAME).fingerprint == model.fingerprint  # stable across loads
+    assert len(model.fingerprint()) == 16
+    assert medseg.load_model(model_dir / CARD_NAME).fingerprint() == model.fingerprint()  # stable across loads
 
 
 def test_fingerprint_changes_with_weights(model_dir: Path, tmp_path: Path) -> None:
     torch.manual_seed(1)
     cfg = _config()
     save_model_dir(tmp_path / "other", build_network(cfg).state_dict(), cfg, validation={"dice": {"liver": 0.5}})
-    assert load_model(tmp_path / "other").fingerprint != load_model(model_dir).fingerprint
+    assert load_model(tmp_path / "other").fingerprint() != load_model(model_dir).fingerprint()
 
 
 def test_plain_state_dict_pt_is_accepted(model_dir: Path) -> None:
@@ -93,20 +93,20 @@ def test_missing_invalid_or_mismatched_card_is_refused(model_dir: Path, tmp_path
     good = json.loads(card_path.read_text())
 
     card_path.unlink()
-    with pytest.raises(ModelError, match="model_card.json is missing"):
+    with pytest.raises(ModelError, match=r"model_card\.json is missing"):
         load_model(model_dir)
 
     card_path.write_text("{not json")
-    with pytest.raises(ModelError, match="unreadable model card"):
+    with pytest.raises(ModelError, match=r"model card is not valid JSON .* at line 1, column 2"):
         load_model(model_dir)
 
     card_path.write_text(json.dumps({**good, "network": {"name": "ResNet"}}))
-    with pytest.raises(ModelError, match="invalid model card: network.name"):
+    with pytest.raises(ModelError, match=r"invalid model card: network\.name"):
         load_model(model_dir)
 
     unbuildable = {"name": "UNet", "params": {"channels": [4, 8, 16], "strides": [2]}}  # one stride too few
     card_path.write_text(json.dumps({**good, "network": unbuildable}))
-    with pytest.raises(ModelError, match="invalid model card: network.params rejected by monai UNet"):
+    with pytest.raises(ModelError, match=r"invalid model card: network\.params rejected by monai UNet"):
         load_model(model_dir)
 
     card_path.write_text(json.dumps({**good, "weights_sha256": "0" * 64}))
@@ -116,7 +116,7 @@ def test_missing_invalid_or_mismatched_card_is_refused(model_dir: Path, tmp_path
     # a card describing another network (more channels) than the weights hold
     other = {**good, "network": {"name": "UNet", "params": {"channels": [8, 16], "strides": [2]}}}
     card_path.write_text(json.dumps(other))
-    with pytest.raises(ModelError, match="weights do not match the network.*shape mismatch"):
+    with pytest.raises(ModelError, match=r"weights do not match the network.*shape mismatch"):
         load_model(model_dir)
 
     with pytest.raises(ModelError, match="no such model directory"):
@@ -252,7 +252,7 @@ def test_bundle_with_code_or_unknown_steps_is_refused(tmp_path: Path) -> None:
         net,
         preprocessing_extra=[{"_target_": "CropForegroundd", "keys": "image", "source_key": "image"}],
     )
-    with pytest.raises(ModelError, match="CropForegroundd.*cannot be reproduced"):
+    with pytest.raises(ModelError, match=r"CropForegroundd.*cannot be reproduced"):
         load_model(b1)
     b2 = _write_bundle(tmp_path / "b2", net, network_target="monai.networks.nets.SwinUNETR")
     with pytest.raises(ModelError, match="'SwinUNETR' is not one of UNet"):

@@ -9,7 +9,8 @@ from skimage.measure import label as sk_label
 
 from medseg.errors import ConfigError, LabelError
 from medseg.io.image import Image
-from medseg.postprocess import LabelPostprocess, PostprocessConfig, connected_components, label_components, postprocess
+from medseg.labelmap import label_components
+from medseg.postprocess import LabelPostprocess, PostprocessConfig, connected_components, postprocess
 
 
 def _blobs(shape: tuple[int, ...], seed: int, n_labels: int = 3) -> np.ndarray:

@@ -72,7 +72,7 @@ def test_flips_permutations_shifts_are_exact_and_match_simpleitk(
     grid = _regrid(img, perm, flips, shift)
     expected = _sitk_reference(img, grid, sitk.sitkNearestNeighbor, fill=-7)
     monkeypatch.setattr(resample_module, "_sitk_resample", None)  # the exact path must not interpolate
-    out = resample_to(img, grid, fill=-7)
+    out = resample_to(img, grid, "nearest", fill=-7)
     assert out.array.dtype == np.int16 and np.array_equal(out.array, expected)
     assert out.same_grid(grid) and out.modality == "CT" and out.intensity_unit == "HU"
     lin = resample_to(img, grid, "linear", fill=-7)
@@ -107,7 +107,7 @@ def _oblique_grid(img: Image) -> Image:
 def test_oblique_grid_nearest_matches_simpleitk_and_linear_matches_scipy() -> None:
     img = _volume(dtype=np.float32)
     grid = _oblique_grid(img)
-    near = resample_to(img, grid)
+    near = resample_to(img, grid, "nearest")
     assert np.array_equal(near.array, _sitk_reference(img, grid, sitk.sitkNearestNeighbor))
     lin = resample_to(img, grid, "linear", fill=np.nan)
     # independent reference: scipy's trilinear interpolation at each output voxel's continuous source index
@@ -133,10 +133,10 @@ def test_two_d_and_channels() -> None:
         np.random.default_rng(1).integers(0, 255, (9, 7, 3)).astype(np.uint8), spacing=(0.5, 0.5), channel_axis=True
     )
     flipped = Image(np.zeros((9, 7)), spacing=(0.5, 0.5), origin=(4.0, 0.0), direction=np.diag([-1.0, 1.0]))
-    out = resample_to(rgb, flipped)
+    out = resample_to(rgb, flipped, "nearest")
     assert out.channel_axis and np.array_equal(out.array, rgb.array[::-1])
     zoom = Image(np.zeros((5, 4)), spacing=(1.0, 1.0), origin=(0.25, 0.25))
-    assert np.array_equal(resample_to(rgb, zoom).array, _sitk_reference(rgb, zoom, sitk.sitkNearestNeighbor))
+    assert np.array_equal(resample_to(rgb, zoom, "nearest").array, _sitk_reference(rgb, zoom, sitk.sitkNearestNeighbor))
 
 
 def test_non_overlapping_and_mismatched_grids_raise() -> None:
@@ -158,7 +158,7 @@ def test_shared_reference_labels_onto_lps_grid_match_simpleitk(shared_data: Path
         spacing=labels.spacing,
         origin=tuple(labels.index_to_world(np.where(np.diag(labels.direction) < 0, np.array(labels.shape) - 1, 0))),
     )
-    out = resample_to(labels, lps)
+    out = resample_to(labels, lps, "nearest")
     assert np.array_equal(out.array, _sitk_reference(labels, lps, sitk.sitkNearestNeighbor))
     assert np.array_equal(np.unique(out.array), np.unique(labels.array))
     assert np.bincount(out.array.ravel()).tolist() == np.bincount(labels.array.ravel()).tolist()

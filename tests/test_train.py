@@ -117,7 +117,7 @@ def test_label_stored_flipped_is_accepted_and_aligned(tmp_path: Path) -> None:
 
 def test_dataset_description_errors(tmp_path: Path) -> None:
     ds = _dataset(tmp_path, n=2, labels_json={"0": "background", "1": "liver", "2": "b"})
-    with pytest.raises(ConfigError, match="dataset labels .* differ from the config's labels"):
+    with pytest.raises(ConfigError, match=r"dataset labels .* differ from the config's labels"):
         read_dataset(ds, _config())
     bad = tmp_path / "bad.json"
     bad.write_text('{"training": []}')
@@ -255,7 +255,7 @@ def test_deterministic_transforms_are_cached_on_the_model_grid_and_never_mutated
     cases = load_cases(split.train + split.val, cfg, ds)
     data = _Data(cfg, cases, cases[:1], torch.device("cpu"))
     assert len(data.cache._cache) == len(cases)
-    for case, item in zip(cases, data.cache._cache):
+    for case, item in zip(cases, data.cache._cache, strict=True):
         expected = Preprocessor(cfg)(case.image)  # the inference path's model-grid input
         assert isinstance(item["image"], torch.Tensor) and isinstance(item["label"], torch.Tensor)
         assert item["image"].shape == expected.shape == item["label"].shape
@@ -271,7 +271,7 @@ def test_deterministic_transforms_are_cached_on_the_model_grid_and_never_mutated
         data.reseed(epoch)
         patches = [b["image"] for b in data.loader]
         assert patches and all(p.shape[2:] == (8, 8, 8) for p in patches)
-    for snapshot, item in zip(before, data.cache._cache):
+    for snapshot, item in zip(before, data.cache._cache, strict=True):
         assert all(torch.equal(v, item[k]) for k, v in snapshot.items())
 
 
@@ -390,3 +390,17 @@ def test_budget_cut_run_anneals_only_when_annealing_over_the_budget(tmp_path: Pa
     decay = runs["budget"]
     assert all(b <= a for a, b in itertools.pairwise(decay))
     assert decay[0] == pytest.approx(lr, rel=0.05) and decay[-1] < 0.5 * lr
+
+
+def test_an_annotation_file_is_a_training_label(sample_data: Path, tmp_path: Path) -> None:
+    from medseg.annotations import write_annotations
+    from medseg.config import load_config
+    from medseg.train.dataset import load_cases
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "nuclei_2d.yaml")
+    image = sample_data / "nuclei" / "imagesTr" / "case_000.tif"
+    instances = medseg.load_labels(sample_data / "nuclei" / "labelsTr" / "case_000.tif")
+    coco = write_annotations(instances, tmp_path / "case_000.json", format="coco", class_names="nucleus")
+    from_coco, from_tif = (load_cases([(image, label)], config, tmp_path)[0] for label in (coco, Path(instances.source)))
+    assert from_coco.label.same_grid(from_tif.label)
+    assert np.array_equal(from_coco.label.array, from_tif.label.array)  # the same interior/boundary targets

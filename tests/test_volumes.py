@@ -266,7 +266,8 @@ def test_gzipped_nifti_1_and_2_in_either_byte_order_read_as_nibabel_reads_them(
     nii.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"medseg test extension"))  # comment, shifts the data
     path = tmp_path / f"{klass.__name__}{byte_order == '>'}.nii.gz"
     nib.save(nii, path)
-    assert gzip.open(path).read(4) == np.array(nii.header.sizeof_hdr, byte_order + "i4").tobytes()
+    with gzip.open(path) as stream:
+        assert stream.read(4) == np.array(nii.header.sizeof_hdr, byte_order + "i4").tobytes()
     reference = nib.load(path)
     img = load_volume(path)
     assert np.array_equal(img.array, np.asanyarray(reference.dataobj))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.atomic import write_text_atomic
-from medseg.io import RASTER_SUFFIXES, VOLUME_SUFFIXES
+from medseg.io.formats import FORMATS, format_of, strip_image_suffix
 
 SOURCES_NAME = "case_sources.csv"
 # Files that are never scans; everything else that is neither a volume nor a raster image is offered to the DICOM reader.
@@ -75,16 +75,27 @@ class Discovery:
     ignored: list[str] = field(default_factory=list)
 
 
+# suffixes a ground-truth label file may have: the lossless volume and raster formats
+_LABEL_SUFFIXES = tuple(s for f in FORMATS if f.lossless_labels and f.family != "dicom" for s in f.suffixes)
+
+
+def _family(path: Path) -> str | None:
+    """``volume`` or ``raster`` for an image file of those families, else None (DICOM or other files)."""
+    fmt = format_of(path)
+    return fmt.family if fmt is not None and fmt.family != "dicom" else None
+
+
+def _without_file_suffix(rel: str) -> str:
+    """``rel`` without a volume or raster suffix (``.dcm`` and unknown suffixes are kept)."""
+    return strip_image_suffix(rel) if _family(Path(rel)) else rel
+
+
 def _hash_id(prefix: str, key: str) -> str:
     return f"{prefix}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def _path_id(rel: str) -> str:
-    stem = rel
-    for suffix in sorted(VOLUME_SUFFIXES + RASTER_SUFFIXES, key=len, reverse=True):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
+    stem = _without_file_suffix(rel)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "case"
 
 
@@ -132,12 +143,8 @@ def _gt_for(case_source: str, case_id: str, gt_dir: Path | None) -> str | None:
     """Ground truth for a case: ``GT_DIR/<source without suffix>.<ext>``, the same relative path, or ``<case_id>.<ext>``."""
     if gt_dir is None:
         return None
-    stem = case_source
-    for suffix in sorted(VOLUME_SUFFIXES + RASTER_SUFFIXES, key=len, reverse=True):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    candidates = [gt_dir / case_source] + [gt_dir / f"{s}{ext}" for s in (stem, case_id) for ext in VOLUME_SUFFIXES + RASTER_SUFFIXES]
+    stem = _without_file_suffix(case_source)
+    candidates = [gt_dir / case_source] + [gt_dir / f"{s}{ext}" for s in (stem, case_id) for ext in _LABEL_SUFFIXES]
     for c in candidates:
         if c.is_file():
             return str(c.resolve())
@@ -195,7 +202,7 @@ def discover_cases(
     claimed: set[Path] = set()
     # (kind, source, key for the hashed id, files, series uid)
     found: list[tuple[str, str, str, list[Path], str]] = []
-    has_other_files = any(not p.name.lower().endswith(VOLUME_SUFFIXES + RASTER_SUFFIXES) for p in files)
+    has_other_files = any(_family(p) is None for p in files)
     series = _find_series_or_none(root) if has_other_files else []
     uid_count = Counter(info.uid for info in series)
     for info in series:
@@ -209,10 +216,10 @@ def discover_cases(
         found.append(("dicom_series", source, key, series_files, str(info.uid)))
     for p in files:
         rel = p.relative_to(root).as_posix()
-        name = p.name.lower()
-        if name.endswith(VOLUME_SUFFIXES):
+        family = _family(p)
+        if family == "volume":
             found.append(("volume", rel, f"file:{rel}", [p], ""))
-        elif name.endswith(RASTER_SUFFIXES):
+        elif family == "raster":
             if spatial_dims in (None, 2):
                 found.append(("raster", rel, f"file:{rel}", [p], ""))
             else:

@@ -19,7 +19,19 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
+
+from medseg.errors import WriteError
+
+
+def _open_log(path: Path) -> TextIO:
+    """``path`` opened for line-buffered writing, its folder created; :class:`WriteError` when impossible."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "w", buffering=1, encoding="utf-8")
+    except OSError as exc:
+        raise WriteError(f"cannot write the event log ({exc.strerror or exc})", path) from exc
 
 
 class EventLog:
@@ -28,13 +40,14 @@ class EventLog:
     Parameters
     ----------
     log_json : path-like, optional
-        File to write (replaced at the start of the run), one JSON object per line, flushed per event.
+        File to write (replaced at the start of the run, its folder created), one JSON object per line,
+        flushed per event.
     quiet : bool
         No progress bar.
     """
 
     def __init__(self, log_json: str | os.PathLike[str] | None = None, quiet: bool = True) -> None:
-        self._fh: TextIO | None = open(log_json, "w", buffering=1) if log_json else None  # noqa: SIM115
+        self._fh: TextIO | None = _open_log(Path(log_json)) if log_json else None
         self.quiet = quiet
         self._progress: Any = None
         self._task: Any = None

@@ -41,7 +41,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from medseg.batch.cases import Case
-from medseg.batch.pipeline import CaseOutcome, Pipeline
+from medseg.batch.pipeline import CaseOutcome, Pipeline, PipelineSpec
 from medseg.errors import ConfigError, ModelError
 
 _POLL_S = 0.5
@@ -94,14 +94,14 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _process_main(model: Any, torch_threads: int, worker: int, conn: Connection, output_dir: str,
+def _process_main(spec: PipelineSpec, torch_threads: int, worker: int, conn: Connection, output_dir: str,
                   parent_pid: int) -> None:
     """Entry point of a spawned worker process."""
     _die_with_parent(parent_pid)
     link = _Link(conn)
     t0 = time.perf_counter()
     try:
-        pipeline = Pipeline(model, torch_threads=torch_threads)
+        pipeline = spec.build(torch_threads)
     except Exception as exc:  # noqa: BLE001 -- reported to the runner, which stops the batch
         link.send({"event": "worker_error", "worker": worker, "message": f"{type(exc).__name__}: {exc}"})
         return
@@ -144,31 +144,39 @@ class LocalExecutor:
     Parameters
     ----------
     pipeline : Pipeline
-        The runner's pipeline; used directly by a single worker.
-    model : path-like or model object
-        What each worker process loads (must pickle when it is an object).
+        The runner's pipeline; used directly by a single worker without a case timeout.
+    spec : PipelineSpec
+        What each worker process builds (its model must pickle when it is an object).
     workers : int
         Number of workers; each process gets ``cpu_count // workers`` torch threads.
+    case_timeout_s : float, optional
+        A case that holds its worker longer than this (reading included) fails
+        with ``CaseTimeout``: its worker process is killed and a fresh one takes
+        over. Workers are then always processes (a thread cannot be stopped).
     """
 
     name = "local"
 
-    def __init__(self, pipeline: Pipeline, model: Any, workers: int = 1) -> None:
+    def __init__(self, pipeline: Pipeline, spec: PipelineSpec, workers: int = 1,
+                 case_timeout_s: float | None = None) -> None:
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}")
-        self.pipeline, self.model, self.workers = pipeline, model, workers
+        if case_timeout_s is not None and not case_timeout_s > 0:
+            raise ConfigError(f"--case-timeout must be a positive number of seconds, got {case_timeout_s}")
+        self.pipeline, self.spec, self.workers, self.case_timeout_s = pipeline, spec, workers, case_timeout_s
 
     def run(self, cases: Sequence[Case], output_dir: str) -> Iterator[dict[str, Any]]:
         """Process ``cases``; yields events as they happen (see the module docstring)."""
         if not cases:
             return
-        in_process = self.workers == 1
+        in_process = self.workers == 1 and self.case_timeout_s is None
         ctx = mp.get_context("spawn")
         threads = max(1, (os.cpu_count() or 1) // self.workers)
         handles: dict[int, Any] = {}
         links: dict[int, Connection] = {}  # the runner's end of each worker's pipe
         held: dict[int, list[Case]] = {}  # cases handed to a worker, oldest first: [current, read-ahead]
         started: dict[int, bool] = {}
+        since: dict[int, float] = {}  # when each worker's current case (held[w][0]) became current
         pending = deque(cases)
         losses: Counter[str] = Counter()
 
@@ -179,7 +187,7 @@ class LocalExecutor:
                                               args=(self.pipeline, w, _Link(theirs), output_dir))
             else:
                 handles[w] = ctx.Process(target=_process_main, name=f"medseg-worker-{w}", daemon=True,
-                                         args=(self.model, threads, w, theirs, output_dir, os.getpid()))
+                                         args=(self.spec, threads, w, theirs, output_dir, os.getpid()))
             with _thread_pools_sized(threads):
                 handles[w].start()
             if not in_process:
@@ -211,6 +219,8 @@ class LocalExecutor:
                         case = pending.popleft() if pending else None
                         if case is not None:
                             held[w].append(case)
+                            if len(held[w]) == 1:
+                                since[w] = time.monotonic()
                         conn.send(case)
                         continue
                     if kind == "case_start":
@@ -219,7 +229,14 @@ class LocalExecutor:
                         remaining -= 1
                         started[w] = False
                         held[w].pop(0)
+                        since[w] = time.monotonic()
                     yield ev
+                for w in self._overdue(held, since, handles):
+                    handles[w].kill()  # its pipe closes: handled below as a lost worker, the case as timed out
+                    yield self._timed_out(w, held[w].pop(0), started[w])
+                    remaining -= 1
+                    started[w] = False
+                    gone.append(w)
                 for w in dict.fromkeys(gone):
                     handle = handles.pop(w)
                     links.pop(w).close()
@@ -228,10 +245,10 @@ class LocalExecutor:
                     lost = held.pop(w)
                     if lost:  # a crash, not the normal exit after the last case
                         yield from self._lost(w, handle, lost, started[w], pending, losses)
-                        remaining = len(pending) + sum(len(h) for h in held.values())
-                        if pending:
-                            spawn(next_worker)
-                            next_worker += 1
+                    remaining = len(pending) + sum(len(h) for h in held.values())
+                    if pending:  # a worker that exits normally got no case: pending is empty then
+                        spawn(next_worker)
+                        next_worker += 1
                 if remaining and not links:
                     raise ModelError("every batch worker exited before the batch was done")
         finally:
@@ -241,6 +258,21 @@ class LocalExecutor:
                 if isinstance(h, mp.process.BaseProcess) and h.is_alive():
                     h.terminate()
                     h.join(timeout=5)
+
+    def _overdue(self, held: dict[int, list[Case]], since: dict[int, float], handles: dict[int, Any]) -> list[int]:
+        """Workers whose current case has run past ``case_timeout_s``."""
+        if self.case_timeout_s is None:
+            return []
+        now = time.monotonic()
+        return [w for w, cases in held.items()
+                if cases and w in handles and now - since.get(w, now) > self.case_timeout_s]
+
+    def _timed_out(self, w: int, case: Case, started: bool) -> dict[str, Any]:
+        """The failed outcome of a case stopped by the timeout (in the model stages once started, else reading)."""
+        return {"event": "case_end", "worker": w, "outcome": CaseOutcome(
+            case.case_id, ok=False, error_type="CaseTimeout", stage="segment" if started else "read",
+            message=f"{case.source}: still running after --case-timeout {self.case_timeout_s:g} s; "
+                    "its worker was stopped")}
 
     @staticmethod
     def _lost(w: int, handle: Any, lost: list[Case], started: bool, pending: deque[Case],
@@ -358,8 +390,8 @@ class RayExecutor:
 class _RayCaseActor:
     """A Ray actor holding one loaded pipeline; reads outside the model lock so two calls overlap."""
 
-    def __init__(self, model: Any, torch_threads: int) -> None:
-        self.pipeline = Pipeline(model, torch_threads=torch_threads)
+    def __init__(self, spec: PipelineSpec, torch_threads: int) -> None:
+        self.pipeline = spec.build(torch_threads)
         self.lock = threading.Lock()
 
     def ready(self) -> bool:

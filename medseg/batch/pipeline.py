@@ -11,9 +11,10 @@ Outputs of a case, all under ``<output>/cases/<case_id>/`` and each written
 under a temporary name and renamed:
 
 ``labels.nii.gz``
-    semantic label map on the input's exact grid;
+    semantic label map on the input's exact grid (``labels.png`` / ``labels.tif``
+    for PNG/JPEG/TIFF inputs, or the format asked for);
 ``instances.nii.gz``
-    instance map (one integer per connected object) on the same grid;
+    instance map (one integer per connected object) on the same grid, in the same format;
 ``measurements.csv``
     one row per label and per instance (see :func:`medseg.measure`);
 ``metrics.csv``
@@ -34,8 +35,8 @@ from medseg.batch.fingerprint import content_fingerprint, file_sha256, json_fing
 from medseg.errors import GeometryError, MedsegError, ModelError
 
 CASES_DIR = "cases"
-LABELS_NAME = "labels.nii.gz"
-INSTANCES_NAME = "instances.nii.gz"
+LABELS_STEM = "labels"
+INSTANCES_STEM = "instances"
 MEASUREMENTS_NAME = "measurements.csv"
 METRICS_NAME = "metrics.csv"
 
@@ -120,50 +121,72 @@ def _load_series(files: list[Path]) -> Any:
     raise SeriesError("the series changed since it was discovered; run the batch again", folder)
 
 
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What a worker needs to build its :class:`Pipeline` (plain data: pickles to worker processes and Ray actors).
+
+    ``model`` is a segmenter spec (path or ``SCHEME:NAME``) or a picklable Segmenter.
+    """
+
+    model: Any
+    output_format: str | None = None
+
+    def build(self, torch_threads: int | None = None) -> Pipeline:
+        """Load the segmenter and return the pipeline."""
+        return Pipeline(self.model, torch_threads=torch_threads, output_format=self.output_format)
+
+
 class Pipeline:
-    """A segmentation model plus its workflow config, applied case by case.
+    """A Segmenter and the per-case pipeline (:func:`medseg.workflows.run_case`), applied case by case.
 
     Parameters
     ----------
-    model : path-like or model object
-        A model directory (read with :func:`medseg.load_model`), or an already
-        loaded model (anything with ``segment(image) -> Image``,
-        ``fingerprint`` and ``config``).
+    model : Segmenter, str or path-like
+        A Segmenter, or a spec :func:`medseg.load_segmenter` resolves (model
+        directory, MONAI bundle, ``SCHEME:NAME``); resolved once per worker.
     torch_threads : int, optional
         Intra-op threads for torch in this worker (set by executors running
         several workers on one machine so they do not oversubscribe the CPU).
+    output_format : str, optional
+        Label-map format (``nifti``, ``nrrd``, ``mha``, ``png``, ``tiff``); by
+        default the input's own raster family for 2D pictures, else NIfTI.
     """
 
-    def __init__(self, model: Any, *, torch_threads: int | None = None) -> None:
+    def __init__(self, model: Any, *, torch_threads: int | None = None, output_format: str | None = None) -> None:
         if torch_threads:
             import torch
 
             torch.set_num_threads(torch_threads)
-        if isinstance(model, str | os.PathLike):
-            from medseg import load_model
+        from medseg.segmenters import Segmenter, load_segmenter
 
-            model = load_model(model)
-        for attr in ("segment", "fingerprint", "config"):
-            if not hasattr(model, attr):
-                raise ModelError(f"model object lacks '{attr}' (needs segment(), fingerprint and config)")
-        self.model = model
-        self.config = model.config
+        segmenter = load_segmenter(model)
+        if not isinstance(segmenter, Segmenter):
+            raise ModelError(f"{type(segmenter).__name__} is not a Segmenter (needs name, label_names, spatial_dims, "
+                             "in_channels, postprocess, fingerprint() and segment())")
+        if output_format is not None:
+            from medseg.io.formats import format_named
+
+            format_named(output_format)
+        self.segmenter = segmenter
+        self.output_format = output_format
 
     # ---- identity --------------------------------------------------------------------------------------------
     @property
     def spatial_dims(self) -> int | None:
-        """2 or 3: the dimensionality of the images the model segments."""
-        return getattr(self.config, "dims", None)
+        """2 or 3: the dimensionality of the images the segmenter takes (None: both)."""
+        return self.segmenter.spatial_dims
 
     @property
     def fingerprint(self) -> str:
-        """Hash of the model weights and every setting that changes the outputs (config, medseg version)."""
+        """Hash of the segmenter and every setting that changes the outputs (rules, output format, medseg version)."""
         from medseg import __version__
-        from medseg.config import config_to_dict
 
-        return json_fingerprint(
-            {"model": str(self.model.fingerprint), "config": config_to_dict(self.config), "medseg": __version__}
-        )
+        return json_fingerprint({
+            "segmenter": str(self.segmenter.fingerprint()),
+            "postprocess": self.segmenter.postprocess,
+            "output_format": self.output_format,
+            "medseg": __version__,
+        })
 
     # ---- stages ------------------------------------------------------------------------------------------------
     def read(self, case: Case) -> LoadedCase:
@@ -198,7 +221,7 @@ class Pipeline:
         try:
             if self.spatial_dims is not None and image.ndim != self.spatial_dims:
                 raise GeometryError(
-                    f"wrong dimensionality: a {image.ndim}D image for a {self.spatial_dims}D workflow", case.source
+                    f"wrong dimensionality: a {image.ndim}D image for a {self.spatial_dims}D segmenter", case.source
                 )
             results = self._run_stages(image, case, out.timings_s)
             t0 = time.perf_counter()
@@ -215,32 +238,21 @@ class Pipeline:
         return out
 
     def _run_stages(self, image: Any, case: Case, timings: dict[str, float]) -> dict[str, Any]:
-        """The model and the analysis stages; returns output name -> Image or DataFrame."""
-        from medseg import measure
-        from medseg.postprocess import PostprocessConfig, postprocess
+        """:func:`medseg.workflows.run_case`; returns output file name -> LabelMap or DataFrame."""
+        from medseg.io import load
+        from medseg.workflows.case import run_case
+        from medseg.workflows.segment import output_format
 
-        names = {i: n for n, i in self.config.labels.items() if i != 0}
-        rules = PostprocessConfig.from_label_names(self.config.postprocess or {}, self.config.labels)
-        t0 = time.perf_counter()
-        labels = self.model.segment(image)
-        timings["segment"] = (t1 := time.perf_counter()) - t0
-        post = postprocess(labels, rules)
-        timings["postprocess"] = (t2 := time.perf_counter()) - t1
-        table = measure(post, image, label_names=names)
-        timings["measure"] = (t3 := time.perf_counter()) - t2
+        reference = load(case.gt) if case.gt else None
+        result = run_case(self.segmenter, image, reference=reference, timings=timings)  # _write adds case_id
+        suffix = output_format(case.source, image.ndim, self.output_format).suffixes[0]
         results: dict[str, Any] = {
-            LABELS_NAME: post.semantic,
-            INSTANCES_NAME: post.instances,
-            MEASUREMENTS_NAME: table,
+            f"{LABELS_STEM}{suffix}": result.semantic,
+            f"{INSTANCES_STEM}{suffix}": result.instances,
+            MEASUREMENTS_NAME: result.measurements,
         }
-        if case.gt:
-            from medseg.io import load
-            from medseg.measurement import align_labels
-            from medseg.metrics.evaluate import evaluate_case
-
-            reference = align_labels(load(case.gt), post.semantic)  # ground truth may store its voxels in another order
-            results[METRICS_NAME] = evaluate_case(post.semantic, reference, labels=names)
-            timings["evaluate"] = time.perf_counter() - t3
+        if result.metrics is not None:
+            results[METRICS_NAME] = result.metrics
         return results
 
     def _write(self, results: dict[str, Any], output_dir: Path, case_id: str) -> dict[str, dict[str, Any]]:

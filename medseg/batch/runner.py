@@ -41,9 +41,10 @@ from medseg.batch.pipeline import (
     METRICS_NAME,
     CaseOutcome,
     Pipeline,
+    PipelineSpec,
     remove_stale_temporaries,
 )
-from medseg.errors import ConfigError, ReadError
+from medseg.errors import ConfigError, ReadError, WriteError
 
 EXIT_OK = 0
 """Exit code: every case is done (processed now or up to date)."""
@@ -189,19 +190,21 @@ def _write_report(out: Path, current: Sequence[CaseRecord], failures: Sequence[d
     failed = [ReportCase(f["case_id"], "", cases[f["case_id"]].gt or "", status="failed",
                          error=f"{f['error_type']}: {f['message']}") for f in failures if cases[f["case_id"]].gt]
     write_report(per_case, out / REPORT_DIR, evaluated + failed,
-                 title=f"medseg batch: {getattr(pipeline.config, 'name', 'model')}")
+                 title=f"medseg batch: {pipeline.segmenter.name}")
 
 
-def _make_executor(pipeline: Pipeline, model: Any, executor: str, workers: int, address: str | None,
-                   gpus_per_worker: float) -> Any:
+def _make_executor(pipeline: Pipeline, spec: PipelineSpec, executor: str, workers: int, address: str | None,
+                   gpus_per_worker: float, case_timeout_s: float | None) -> Any:
     from medseg.batch.executors import LocalExecutor, RayExecutor
 
     if executor == "local":
         if address or gpus_per_worker:
             raise ConfigError("--address and --gpus-per-worker apply to --executor ray only")
-        return LocalExecutor(pipeline, model, workers)
+        return LocalExecutor(pipeline, spec, workers, case_timeout_s=case_timeout_s)
     if executor == "ray":
-        return RayExecutor(model, workers, address=address, gpus_per_worker=gpus_per_worker)
+        if case_timeout_s is not None:
+            raise ConfigError("--case-timeout applies to --executor local only")
+        return RayExecutor(spec, workers, address=address, gpus_per_worker=gpus_per_worker)
     raise ConfigError(f"unknown executor {executor!r}; choose local or ray")
 
 
@@ -222,13 +225,16 @@ def run_batch(
     id_style: str = "hash",
     log_json: str | os.PathLike[str] | None = None,
     quiet: bool = True,
+    output_format: str | None = None,
+    case_timeout_s: float | None = None,
 ) -> BatchResult:
     """Segment, post-process, measure (and evaluate) every case under ``input_dir``; resumable.
 
     Parameters
     ----------
-    model : path-like or model object
-        A model directory (see :func:`medseg.load_model`) or a loaded model.
+    model : Segmenter, str or path-like
+        Any segmenter or a spec :func:`medseg.load_segmenter` resolves (model
+        directory, MONAI bundle, ``SCHEME:NAME``).
     input_dir, output_dir : path-like
         Where the scans are (searched recursively) and where results go.
     gt_dir : path-like, optional
@@ -253,6 +259,12 @@ def run_batch(
         Case ids from hashes (default, no names) or from relative paths.
     log_json : path-like, optional
         JSON-lines event log (see :mod:`medseg.batch.events`).
+    output_format : str, optional
+        Label-map format (``nifti``, ``nrrd``, ``mha``, ``png``, ``tiff``); default: the input's
+        own family for PNG/JPEG/TIFF inputs, else NIfTI.
+    case_timeout_s : float, optional
+        Seconds a case may hold its worker (reading included) before it is stopped and recorded
+        in ``failures.csv`` as ``CaseTimeout`` (local executor).
     quiet : bool
         No progress bar.
 
@@ -272,7 +284,10 @@ def run_batch(
     out = Path(output_dir).resolve()
     if not input_root.is_dir():
         raise ReadError("input folder not found", input_root)
-    pipeline = Pipeline(model)
+    if out.exists() and not out.is_dir():
+        raise WriteError("is a file, but the batch output is a folder", out)
+    spec = PipelineSpec(model, output_format)
+    pipeline = spec.build()
     pipeline_fp = pipeline.fingerprint
     discovery = discover_cases(input_root, spatial_dims=pipeline.spatial_dims, exclude=exclude,
                                skip_dirs=[out], gt_dir=gt_dir, id_style=id_style)
@@ -283,7 +298,7 @@ def run_batch(
         plan, _ = _plan(discovery.cases, manifest, pipeline_fp, out, force=force, verify_inputs=verify_inputs)
         return BatchResult(out, plan, dry_run=True, seconds=time.perf_counter() - t_run)
 
-    engine = _make_executor(pipeline, model, executor, workers, address, gpus_per_worker)
+    engine = _make_executor(pipeline, spec, executor, workers, address, gpus_per_worker, case_timeout_s)
     out.mkdir(parents=True, exist_ok=True)
     events = EventLog(log_json, quiet=quiet)
     try:
@@ -352,12 +367,10 @@ def _write_summary(out: Path, pipeline: Pipeline, pipeline_fp: str, result: Batc
                    current: Sequence[CaseRecord], engine: Any) -> None:
     from medseg import __version__
 
-    card = getattr(pipeline.model, "card", {}) or {}
     failed = {f["case_id"]: f for f in result.failures}
     summary = {
         "medseg_version": __version__,
-        "model": {"name": card.get("name", getattr(pipeline.config, "name", "")),
-                  "fingerprint": str(pipeline.model.fingerprint)},
+        "model": {"name": pipeline.segmenter.name, "fingerprint": str(pipeline.segmenter.fingerprint())},
         "pipeline_fp": pipeline_fp,
         "executor": engine.name,
         "workers": engine.workers,

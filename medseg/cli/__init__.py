@@ -41,14 +41,19 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"medseg.cli.{_name}").register(app)
 
 
-def main() -> None:
-    """Console entry point: medseg errors become one red line and exit code 2."""
+def main(args: list[str] | None = None) -> None:
+    """Console entry point (``args``: the command line, default ``sys.argv[1:]``).
+
+    A medseg error becomes one red line on stderr, ``medseg error: <file>: <reason>``, and exit code 2.
+    """
     from medseg.errors import MedsegError
 
     try:
-        app()
+        app(args, prog_name="medseg")
     except MedsegError as exc:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[red]medseg error:[/red] {exc}", highlight=False, soft_wrap=True)
+        line = escape(" ".join(str(exc).splitlines()))  # one line, whatever the message holds; no markup from paths
+        Console(stderr=True).print(f"[red]medseg error:[/red] {line}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

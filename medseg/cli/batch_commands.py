@@ -9,7 +9,9 @@ import typer
 
 
 def batch(
-    model: Annotated[Path, typer.Argument(help="Model directory (model_card.json + weights) or MONAI bundle folder.")],
+    model: Annotated[str, typer.Argument(metavar="SEGMENTER", help="Model directory (model_card.json + weights), "
+                                                                  "MONAI bundle folder, or a registered segmenter "
+                                                                  "spec SCHEME:NAME.")],
     input_dir: Annotated[Path, typer.Argument(help="Folder searched recursively for DICOM series, NIfTI/NRRD/MHA "
                                                    "files and (2D workflows) 2D images.")],
     output_dir: Annotated[Path, typer.Argument(help="Results: cases/<case_id>/..., measurements.csv, summary.json, "
@@ -33,6 +35,13 @@ def batch(
     log_json: Annotated[Path | None, typer.Option("--log-json", help="Write machine-readable events, one JSON "
                                                                      "object per line.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
+    output_format: Annotated[str | None, typer.Option("--format", help="Label-map format: nifti, nrrd, mha, png or "
+                                                                       "tiff (default: png/tif for PNG/JPEG/TIFF "
+                                                                       "inputs, else nifti).")] = None,
+    case_timeout: Annotated[float | None, typer.Option("--case-timeout", help="Seconds a case may take (reading "
+                                                                              "included) before its worker is "
+                                                                              "stopped and the case recorded in "
+                                                                              "failures.csv.")] = None,
 ) -> None:
     """Segment, post-process and measure every scan under INPUT_DIR; re-running resumes.
 
@@ -48,6 +57,7 @@ def batch(
         model, input_dir, output_dir, gt_dir=gt, workers=workers, executor=executor, address=address,
         gpus_per_worker=gpus_per_worker, force=force, verify_inputs=verify_inputs, dry_run=dry_run,
         exclude=exclude or (), id_style="path" if readable_ids else "hash", log_json=log_json, quiet=quiet or dry_run,
+        output_format=output_format, case_timeout_s=case_timeout,
     )
     if dry_run:
         out = Console(highlight=False)

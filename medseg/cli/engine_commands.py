@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
+SEGMENTER_HELP = ("Model directory (medseg train output), MONAI bundle directory, or a registered segmenter spec "
+                  "SCHEME:NAME (see medseg.segmenters).")
 
 
 def train(
@@ -32,10 +34,18 @@ def train(
     typer.echo(f"model written to {model_dir} (validation Dice: {dice}; {card['training']['stopped']})")
 
 
+def segmenter_options(device: str) -> dict[str, str]:
+    """Loader options of ``load_segmenter`` from the CLI: ``device`` only when the user chose one."""
+    return {} if device == "auto" else {"device": device}
+
+
 def segment(
-    model: Path = typer.Argument(..., help="Model directory (medseg train output) or MONAI bundle directory."),
+    model: Path = typer.Argument(..., metavar="SEGMENTER", help=SEGMENTER_HELP),
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Images: files or DICOM series folders."),
-    out: Path = typer.Option(..., "--out", help="Folder for the label maps (<name>.nii.gz)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the label maps (<name>.nii.gz, or <name>.png/.tif "
+                                                "for PNG/JPEG/TIFF inputs)."),
+    fmt: str | None = typer.Option(None, "--format", help="Label-map format: nifti, nrrd, mha, png or tiff "
+                                                          "(default: the input's own family, else nifti)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <name>_prob_<label>.nii.gz."),
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Mirroring test-time augmentation (default: model card)."
@@ -43,11 +53,16 @@ def segment(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Segment images; each label map lands on its input's exact grid."""
-    from medseg.infer import segment_files
-    from medseg.models import load_model
+    from medseg.io.formats import format_named
+    from medseg.segmenters import load_segmenter
+    from medseg.workflows import segment_files
 
-    loaded = load_model(model, device=device)
-    for path in segment_files(loaded, list(inputs), out, probabilities=probabilities, tta=tta):
+    if fmt is not None:
+        format_named(fmt)  # an unknown format fails before any model work
+    segmenter = load_segmenter(str(model), **segmenter_options(device))
+    options = {} if tta is None else {"tta": tta}
+    for path in segment_files(segmenter, list(inputs), out, output_format_name=fmt, probabilities=probabilities,
+                              **options):
         typer.echo(str(path))
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from medseg.errors import ConfigError
+from medseg._files import read_label_names
+from medseg.errors import ConfigError, WriteError
 
 _HELP = (
     "Evaluate predicted label maps against references and write per_case.csv, summary.json, report.html.\n\n"
@@ -24,32 +25,32 @@ _HELP = (
 )
 
 
-def read_label_names(path: Path) -> dict[int, str]:
-    """Label names from JSON: ``{"1": "spleen", ...}``, or MSD/nnU-Net style ``{"labels": {"spleen": 1, ...}}``.
+def _check_options(out: Path, tolerance_mm: float, iou_threshold: float) -> None:
+    """A :class:`MedsegError` naming the option or file for a value evaluation cannot use, before any work."""
+    from medseg.metrics.instances import check_iou_threshold
 
-    Raises
-    ------
-    medseg.errors.ConfigError
-        When the file cannot be read or maps nothing to integers.
-    """
+    if out.exists() and not out.is_dir():
+        raise WriteError("is a file, but --out is the folder for the tables and the report", out)
+    if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        raise ConfigError(f"must be a finite distance >= 0 mm, got {tolerance_mm}", "--tolerance-mm")
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read label names: {exc}", path) from exc
-    if isinstance(data, dict) and isinstance(data.get("labels"), dict):
-        data = data["labels"]
-    if not isinstance(data, dict):
-        raise ConfigError("label names must be a JSON object mapping label values to names", path)
-    names: dict[int, str] = {}
-    for key, value in data.items():
-        if str(key).lstrip("-").isdigit():
-            names[int(key)] = str(value)
-        elif isinstance(value, int) or str(value).isdigit():
-            names[int(value)] = str(key)
-        else:
-            raise ConfigError(f"entry {key!r}: {value!r} maps no integer label value to a name", path)
-    names.pop(0, None)
-    return names
+        check_iou_threshold(iou_threshold)
+    except ValueError as exc:
+        raise ConfigError(f"must be in (0, 1], got {iou_threshold}", "--iou-threshold") from exc
+
+
+def _evaluate_baseline(spec: str, images: Path, gt: Path, out: Path, progress: Any, options: dict[str, Any]) -> None:
+    """Run the segmenter ``spec`` on ``images`` and write its evaluation under ``OUT/baselines/<name>/``."""
+    from medseg.report import write_cohort_report
+    from medseg.segmenters import load_segmenter
+    from medseg.workflows.evaluate import baseline_folder_name, evaluate_segmenter
+
+    segmenter = load_segmenter(spec)
+    folder = out / "baselines" / baseline_folder_name(segmenter)
+    typer.echo(f"baseline {segmenter.name} ({spec}):")
+    result = evaluate_segmenter(segmenter, images, gt, folder, progress=progress, **options)
+    paths = write_cohort_report(result, folder, title=f"medseg evaluation: baseline {segmenter.name}")
+    typer.echo(f"  baseline tables and report in {paths['report'].parent}")
 
 
 def register(app: typer.Typer) -> None:
@@ -76,12 +77,18 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--images", help="Scans (file or folder) to draw the overlays on.")
         ] = None,
         overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Draw per-case overlays.")] = True,
+        baselines: Annotated[
+            list[str] | None,
+            typer.Option("--baseline", help="A segmenter (model directory, bundle, SCHEME:NAME) run on --images and "
+                                            "scored the same way, into OUT/baselines/<name>/ (repeatable)."),
+        ] = None,
     ) -> None:
         from medseg.metrics.cohort import evaluate_cohort
         from medseg.report import case_figures, write_cohort_report
 
-        if tolerance_mm < 0:
-            raise ConfigError(f"--tolerance-mm must be >= 0, got {tolerance_mm}")
+        _check_options(out, tolerance_mm, iou_threshold)
+        if baselines and images is None:
+            raise ConfigError("needs --images: the scans the baseline segments", "--baseline")
         names = read_label_names(labels) if labels else None
 
         def progress(rec) -> None:
@@ -91,17 +98,11 @@ def register(app: typer.Typer) -> None:
             else:
                 typer.secho(f"  {rec.case}: FAILED: {rec.error}", fg="red", err=True)
 
-        result = evaluate_cohort(
-            pred,
-            gt,
-            labels=names,
-            tolerance_mm=tolerance_mm,
-            instances=instances,
-            iou_threshold=iou_threshold,
-            images=images,
-            figures=case_figures if overlays else None,
-            progress=progress,
-        )
+        options = {"labels": names, "tolerance_mm": tolerance_mm, "instances": instances,
+                   "iou_threshold": iou_threshold, "figures": case_figures if overlays else None}
+        result = evaluate_cohort(pred, gt, images=images, progress=progress, **options)
+        for spec in baselines or []:
+            _evaluate_baseline(spec, images, gt, out, progress, options)
         for path in result.unpaired_pred:
             typer.echo(f"  unpaired prediction: {path}")
         for path in result.unpaired_ref:

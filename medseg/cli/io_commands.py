@@ -3,88 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
-from medseg.errors import MedsegError, ReadError, SeriesError
-from medseg.io import RASTER_SUFFIXES, VOLUME_SUFFIXES, Image, find_series, load, save
-
-OUTPUT_FORMATS = ("nii.gz", "nii", "nrrd", "mha")
-
-
-def describe(image: Image, label: str) -> dict[str, Any]:
-    """One JSON-ready summary of ``image``: what ``medseg info`` prints, units in the key names."""
-    arr = image.array
-    finite = arr[np.isfinite(arr)] if np.issubdtype(arr.dtype, np.floating) else arr
-    lo, hi = (finite.min().item(), finite.max().item()) if finite.size else (None, None)
-    return {
-        "image": label,
-        "modality": image.modality,
-        "dimensions": list(image.shape),
-        "channels": image.n_channels,
-        "dtype": str(arr.dtype),
-        "spacing_mm": [round(s, 6) for s in image.spacing] if image.spacing_known else None,
-        "orientation": image.orientation,
-        "intensity_min": lo,
-        "intensity_max": hi,
-        "intensity_unit": image.intensity_unit,
-        "series_uid": image.meta.get("SeriesInstanceUID", ""),
-        "series_description": image.meta.get("SeriesDescription", ""),
-        "warnings": list(image.warnings),
-    }
-
-
-def _image_files(folder: Path) -> list[Path]:
-    suffixes = VOLUME_SUFFIXES + RASTER_SUFFIXES
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(suffixes)
-    )
-
-
-def _dicom_series(folder: Path) -> list[Any]:
-    """The DICOM image series under ``folder``; empty when it holds none."""
-    try:
-        return list(find_series(folder))
-    except SeriesError:
-        raise
-    except ReadError:  # no DICOM image series here: the folder may hold other formats only
-        return []
-
-
-def scan(path: Path) -> Iterator[dict[str, Any]]:
-    """One :func:`describe` row per image under ``path``; rows with ``error`` or ``note`` for what is not one.
-
-    A file is loaded as is (errors raise). A folder yields each DICOM series
-    (label ``folder [series index]``), each non-image DICOM object (with a ``note``)
-    and each volume or raster file in it; a file that fails gives an ``error`` row.
-    """
-    if not path.is_dir():
-        yield describe(load(path), str(path))
-        return
-    found = False
-    for info in _dicom_series(path):
-        found = True
-        label = f"{info.files[0].parent if info.files else path} [series {info.index}]"
-        if not info.is_image:
-            yield {"image": label, "modality": info.modality, "note": f"not an image: {info.description}"}
-            continue
-        try:
-            yield describe(load(path, series=info.index), label)
-        except MedsegError as exc:
-            yield {"image": label, "error": str(exc)}
-    for file in _image_files(path):
-        found = True
-        try:
-            yield describe(load(file), str(file))
-        except MedsegError as exc:
-            yield {"image": str(file), "error": str(exc)}
-    if not found:
-        raise ReadError("no image file or DICOM image series found", path)
+from medseg.io import Image
+from medseg.workflows.inspect import scan
 
 
 def _short_label(label: str, root: Path) -> str:
@@ -138,20 +63,6 @@ def info(
         _print_table(path, rows)
 
 
-def _series_option(series: str | None) -> dict[str, str | int]:
-    """``load`` options for ``--series``: an index when it is all digits, else a SeriesInstanceUID."""
-    if series is None:
-        return {}
-    return {"series": int(series) if series.isdigit() else series}
-
-
-def _series_file_name(index: int, image: Image, fmt: str) -> str:
-    """A file name that identifies a series without patient identity: index, modality, description."""
-    words = [f"{index:03d}", image.modality or "image", image.meta.get("SeriesDescription", "")]
-    stem = re.sub(r"[^A-Za-z0-9]+", "_", "_".join(w for w in words if w)).strip("_")
-    return f"{stem}.{fmt}"
-
-
 def convert(
     input_path: Annotated[
         Path, typer.Argument(metavar="INPUT", help="Image file, DICOM file or folder of DICOM series.")
@@ -166,40 +77,26 @@ def convert(
         str | None, typer.Option("--series", help="Series to convert: SeriesInstanceUID or index.")
     ] = None,
     fmt: Annotated[
-        str, typer.Option("--format", help="File format when OUTPUT is a folder: nii.gz, nii, nrrd, mha.")
+        str, typer.Option("--format", help="File format when OUTPUT is a folder: nii.gz, nii, nrrd, mha; or, for a "
+                                           "2D label map, the annotation format of OUTPUT: coco, geojson, labelme, "
+                                           "cvat.")
     ] = "nii.gz",
+    like: Annotated[
+        Path | None, typer.Option("--like", help="For an annotation file as INPUT: the image whose grid it is on.")
+    ] = None,
 ) -> None:
-    """Convert an image or DICOM series to NIfTI, NRRD or MHA, keeping geometry and values.
+    """Convert an image or DICOM series to NIfTI, NRRD or MHA, keeping geometry and values; label maps to and
+    from annotation files (COCO, QuPath GeoJSON, LabelMe, CVAT XML).
 
     A folder with several image series needs ``--series`` or a folder as OUTPUT
     (one file per series, named by index, modality and description).
     """
-    if fmt not in OUTPUT_FORMATS:
-        raise typer.BadParameter(f"use one of {', '.join(OUTPUT_FORMATS)}", param_hint="--format")
-    to_file = output.name.lower().endswith(VOLUME_SUFFIXES)
-    if input_path.is_dir() and series is None:
-        candidates = [info for info in _dicom_series(input_path) if info.is_image]
-        if len(candidates) > 1 and to_file:
-            raise SeriesError(
-                f"{len(candidates)} image series found: choose one with --series UID|INDEX, or give a folder as OUTPUT",
-                input_path,
-            )
-        if len(candidates) > 1:
-            for info in candidates:
-                image = load(input_path, series=info.index)
-                _write(image, output / _series_file_name(info.index, image, fmt))
-            return
-    image = load(input_path, **_series_option(series))
-    if to_file:
-        _write(image, output)
-    elif input_path.is_dir():
-        _write(image, output / _series_file_name(0, image, fmt))
-    else:
-        _write(image, output / f"{input_path.name.split('.')[0]}.{fmt}")
+    from medseg.workflows.convert import convert_image
+
+    convert_image(input_path, output, series=series, fmt=fmt, like=like, on_write=_report_written)
 
 
-def _write(image: Image, target: Path) -> None:
-    save(image, target)
+def _report_written(image: Image, target: Path) -> None:
     dims = "x".join(map(str, image.shape))
     spacing = "x".join(f"{s:.4g}" for s in image.spacing) + " mm" if image.spacing_known else "spacing unknown"
     typer.echo(f"wrote {target} ({dims} {image.modality or 'image'}, {spacing}, {image.orientation})")

@@ -1,32 +1,21 @@
 """Reading and writing images with their geometry intact.
 
-``load`` picks the reader from the path: a folder or a DICOM file -> :mod:`medseg.io.dicom`;
-``.nii``/``.nii.gz``/``.nrrd``/``.nhdr``/``.mha``/``.mhd`` -> :mod:`medseg.io.volumes`;
-``.png``/``.jpg``/``.jpeg``/``.tif``/``.tiff``/``.bmp`` -> :mod:`medseg.io.raster`.
+``load`` picks the reader from the format registry (:mod:`medseg.io.formats`): a
+folder or a DICOM file -> :mod:`medseg.io.dicom`; NIfTI/NRRD/MHA ->
+:mod:`medseg.io.volumes`; PNG/JPEG/BMP/TIFF -> :mod:`medseg.io.raster`.
+``save`` picks the writer the same way from the output path.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import ReadError
-from medseg.io.image import Image
-
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-def _kind(path: Path) -> str:
-    name = path.name.lower()
-    if path.is_dir():
-        return "dicom"
-    if name.endswith(VOLUME_SUFFIXES):
-        return "volume"
-    if name.endswith(RASTER_SUFFIXES):
-        return "raster"
-    return "dicom"
+from medseg.errors import ReadError, WriteError
+from medseg.io.formats import format_of, reader_of
+from medseg.io.image import Image, LabelMap
 
 
 def load(path: str | os.PathLike[str], **options: Any) -> Image:
@@ -51,18 +40,14 @@ def load(path: str | os.PathLike[str], **options: Any) -> Image:
     p = Path(path)
     if not p.exists():
         raise ReadError("no such file or folder", p)
-    kind = _kind(p)
-    if kind == "volume":
-        from medseg.io.volumes import load_volume
+    return reader_of(p).read(p, **options)
 
-        return load_volume(p, **options)
-    if kind == "raster":
-        from medseg.io.raster import load_raster
 
-        return load_raster(p, **options)
-    from medseg.io.dicom import load_dicom
+def load_labels(path: str | os.PathLike[str], label_names: Mapping[int, str] | None = None, **options: Any) -> LabelMap:
+    """Read a label map: :func:`load`, then checked and converted by :func:`medseg.labelmap.as_label_map`."""
+    from medseg.labelmap import as_label_map
 
-    return load_dicom(p, **options)
+    return as_label_map(load(path, **options), label_names=label_names)
 
 
 def find_series(folder: str | os.PathLike[str]) -> list[Any]:
@@ -73,10 +58,20 @@ def find_series(folder: str | os.PathLike[str]) -> list[Any]:
 
 
 def save(image: Image, path: str | os.PathLike[str], **options: Any) -> Path:
-    """Write ``image`` to ``path`` (NIfTI, NRRD or MHA by extension), atomically."""
-    from medseg.io.volumes import save_volume
+    """Write ``image`` to ``path`` atomically, in the format its suffix names.
 
-    return save_volume(image, path, **options)
+    NIfTI/NRRD/MHA keep the full geometry; PNG and TIFF (2D label maps and
+    pictures) store the pixels in the array's own order, so a mask written for
+    a PNG input overlays that input pixel for pixel.
+    """
+    p = Path(path)
+    fmt = format_of(p) if not p.is_dir() else None
+    if fmt is None or fmt.writer is None:
+        from medseg.io.formats import FORMATS
+
+        writable = ", ".join(s for f in FORMATS if f.writer for s in f.suffixes[:1])
+        raise WriteError(f"unknown output format (medseg writes {writable})", p)
+    return fmt.write(image, p, **options)
 
 
-__all__ = ["Image", "find_series", "load", "save"]
+__all__ = ["Image", "LabelMap", "find_series", "load", "load_labels", "save"]

@@ -50,8 +50,11 @@ from pydicom.dataset import Dataset
 
 from medseg.errors import NotAnImageError, ReadError, SeriesError
 from medseg.io.dicom_frames import (
+    IDENTITY_KEYWORDS,
+    META_KEYWORDS,
     PIXEL_KEYWORDS,
     Plane,
+    check_pixel_data,
     decode_file,
     decode_with_gdcm,
     decode_with_imagecodecs,
@@ -63,6 +66,7 @@ from medseg.io.dicom_frames import (
     planes_of,
     read_header,
     read_native,
+    transfer_syntax,
 )
 from medseg.io.dicom_geometry import Grid, geometry_key, positive_number, stack_planes
 from medseg.io.dicom_write import save_dicom_series
@@ -70,18 +74,6 @@ from medseg.io.image import Image
 
 _MAX_SCOUT_IMAGES = 2  # an off-orientation group this small inside a series is treated as a localizer
 PARALLEL_MIN_SLICES = 8  # decoding compressed slices in parallel threads pays off from this many
-_IDENTITY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate")
-_META_KEYWORDS = (
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "Modality",
-    "BodyPartExamined",
-    "Manufacturer",
-    "ManufacturerModelName",
-    "SeriesDescription",
-    "SeriesNumber",
-    "PhotometricInterpretation",
-)
 
 
 def _workers() -> int:
@@ -344,17 +336,21 @@ def find_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
 
 
 def _rescaled_dtype(planes: list[Plane]) -> np.dtype:
-    """Type of the rescaled values: float32 for fractional slopes/intercepts, else int16 when every
-    value the stored bits allow fits (CT HU from 12-bit data), else int32."""
-    if not all(float(v).is_integer() for p in planes for v in (p.slope, p.intercept)):
-        return np.dtype(np.float32)
+    """Type of the rescaled values: for integer slopes/intercepts int16 when every value the stored bits
+    allow fits (CT HU from 12-bit data), else int32 when they fit it; else float32, or float64 for values
+    beyond float32's range (a corrupt rescale)."""
     ends = []
     for ds in {id(p.ds): p.ds for p in planes}.values():
         bits = int(ds.get("BitsStored", 16) or 16)
         signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
         ends += [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1] if signed else [0, 2**bits - 1]
     values = [p.slope * v + p.intercept for p in planes for v in (min(ends), max(ends))]
-    return np.dtype(np.int16 if -(2**15) <= min(values) and max(values) < 2**15 else np.int32)
+    low, high = min(values), max(values)
+    if all(float(v).is_integer() for p in planes for v in (p.slope, p.intercept)):
+        for dtype in (np.int16, np.int32):
+            if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+                return np.dtype(dtype)
+    return np.dtype(np.float32 if max(-low, high) <= float(np.finfo(np.float32).max) else np.float64)
 
 
 def _decode(path: Path, plane: Plane, route: str) -> tuple[np.ndarray, bool]:
@@ -396,7 +392,8 @@ def _assemble(grid: Grid) -> np.ndarray:
     single-frame files are decoded by decoders that release the GIL (JPEG 2000
     by imagecodecs, the other syntaxes by GDCM through SimpleITK); uncompressed
     slices are read straight from disk; everything else goes through pydicom's
-    plugins. Each worker rescales its slices into the
+    plugins; every file's pixel data is first checked against the size its
+    header declares (:func:`~medseg.io.dicom_frames.check_pixel_data`). Each worker rescales its slices into the
     output: int16 when every value fits (CT HU), else int32, float32 for
     fractional slopes/intercepts; without a rescale the stored type is kept.
     """
@@ -405,6 +402,8 @@ def _assemble(grid: Grid) -> np.ndarray:
     for k, plane in enumerate(planes):
         jobs[plane.path].append((k, plane))
     paths = list(jobs)
+    for path in paths:
+        check_pixel_data(jobs[path][0][1].ds, path)
     samples = int(planes[0].ds.get("SamplesPerPixel", 1) or 1)
     rescaled = samples == 1 and any(p.slope != 1.0 or p.intercept != 0.0 for p in planes)
     route = _parallel_route(planes)
@@ -439,7 +438,7 @@ def _assemble(grid: Grid) -> np.ndarray:
     with ThreadPoolExecutor(_workers()) as pool:
         list(pool.map(lambda p: place(p, _decode(p, jobs[p][0][1], route)), paths[1:] if first else paths))
 
-    if measure and -(2**15) <= lows.min() and highs.max() < 2**15:
+    if measure and lows.min() >= -(2**15) and highs.max() < 2**15:
         stack = stack.astype(np.int16)
     if grid.ndim == 2:
         return np.moveaxis(stack[0], 0, 1)
@@ -448,8 +447,8 @@ def _assemble(grid: Grid) -> np.ndarray:
 
 def _meta(grid: Grid, include_patient_identity: bool) -> dict[str, Any]:
     ds = grid.planes[0].ds
-    meta: dict[str, Any] = {k: str(ds.get(k)) for k in _META_KEYWORDS if ds.get(k) not in (None, "")}
-    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    meta: dict[str, Any] = {k: str(ds.get(k)) for k in META_KEYWORDS if ds.get(k) not in (None, "")}
+    syntax = transfer_syntax(ds)
     meta["transfer_syntax"] = syntax.name if syntax else "unknown"
     meta["spacing_source"] = grid.spacing_source or "none"
     units = next((str(ds.get(k)) for k in ("RescaleType", "Units", "DoseUnits") if ds.get(k)), "")
@@ -458,7 +457,7 @@ def _meta(grid: Grid, include_patient_identity: bool) -> dict[str, Any]:
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         meta["monochrome1_inverted"] = True
     if include_patient_identity:
-        meta.update({k: str(ds.get(k, "")) for k in _IDENTITY_KEYWORDS})
+        meta.update({k: str(ds.get(k, "")) for k in IDENTITY_KEYWORDS})
     return meta
 
 

@@ -11,6 +11,8 @@ is a :class:`~medseg.errors.ReadError` subclass naming the file.
 from __future__ import annotations
 
 import functools
+import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,12 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.encaps import get_frame
+from pydicom.encaps import generate_frames, get_frame
 from pydicom.pixels import get_decoder
+from pydicom.uid import UID
 
 from medseg.errors import NotAnImageError, ReadError, UnsupportedTransferSyntaxError
+from medseg.io.guard import PASS_THROUGH, check_declared_size, decoding, one_line
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # modalities whose objects are never images, even when they carry pixel-like data
@@ -39,11 +43,46 @@ IMAGECODECS_PARALLEL_SYNTAXES = frozenset({pydicom.uid.JPEG2000Lossless})
 GDCM_PARALLEL_SYNTAXES = frozenset(
     {pydicom.uid.RLELossless, pydicom.uid.JPEGLossless, pydicom.uid.JPEGLosslessSV1, pydicom.uid.JPEGLSLossless}
 )
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
+IDENTITY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate")
+META_KEYWORDS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "BodyPartExamined",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "SeriesDescription",
+    "SeriesNumber",
+    "PhotometricInterpretation",
+)
+# pixel description attributes that must hold one integer each
+PIXEL_INTEGERS = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation")
+# Every element medseg reads outside planes_of (grouping, sorting, metadata, decoder choice). pydicom converts
+# raw elements when first read; read_header converts these once, so that a corrupt one (unknown VR, wrong
+# length, several values where one belongs) rejects its file as a ReadError instead of failing anywhere later.
+_HEADER_KEYWORDS = (
+    *PIXEL_INTEGERS,
+    *META_KEYWORDS,
+    *IDENTITY_KEYWORDS,
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "FrameOfReferenceUID",
+    "NumberOfFrames",
+    "ImageType",
+    "SpacingBetweenSlices",
+    "RescaleType",
+    "Units",
+    "DoseUnits",
+)
+_SINGLE_UIDS = ("SOPClassUID", "TransferSyntaxUID", "MediaStorageSOPClassUID")
+_FILE_META_KEYWORDS = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
+_SUBSAMPLED_422 = ("YBR_FULL_422", "YBR_PARTIAL_422")  # native 4:2:2 pixels: two samples per pixel, not three
+_J2K_SYNTAXES = frozenset(pydicom.uid.JPEG2000TransferSyntaxes)
+_JPEG_SYNTAXES = frozenset(pydicom.uid.JPEGTransferSyntaxes + pydicom.uid.JPEGLSTransferSyntaxes)
+_J2K_SIZ = b"\xff\x4f\xff\x51"  # start of codestream, then the image and tile size marker
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless, their arithmetic-coded and
+# differential forms) and JPEG-LS's SOF55
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
 
 
 def read_header(path: Path) -> Dataset | None:
@@ -62,8 +101,9 @@ def read_header(path: Path) -> Dataset | None:
     except pydicom.errors.InvalidDicomError:
         ds = None
     except Exception as exc:  # pydicom raises many types for corrupt headers
-        raise ReadError(f"corrupt or truncated DICOM header ({_reason(exc)})", path) from exc
+        raise ReadError(f"corrupt or truncated DICOM header ({one_line(exc, path)})", path) from exc
     if ds is not None:
+        _check_header(ds, path)
         # pydicom stops quietly at a truncation between elements: a storage object left with
         # none of its defining attributes was cut short
         sop_class = ds.file_meta.get("MediaStorageSOPClassUID", "")
@@ -76,9 +116,43 @@ def read_header(path: Path) -> Dataset | None:
             if fh.read(2) not in _RAW_DICOM_STARTS:
                 return None
         ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=True)
-        return ds if "SOPClassUID" in ds or any(k in ds for k in PIXEL_KEYWORDS) else None
+        if "SOPClassUID" not in ds and not any(k in ds for k in PIXEL_KEYWORDS):
+            return None
     except Exception:  # noqa: BLE001 - any failure parsing a preamble-less file means it is not DICOM
         return None
+    _check_header(ds, path)
+    return ds
+
+
+def _check_header(ds: Dataset, path: Path) -> None:
+    """Convert the elements medseg reads outside :func:`planes_of` and check their multiplicity.
+
+    Raises
+    ------
+    medseg.errors.ReadError
+        Naming the first element pydicom cannot convert, a pixel attribute
+        that is not one integer, or a UID attribute holding several values.
+    """
+    file_meta = getattr(ds, "file_meta", None)
+    for source, keywords in ((ds, _HEADER_KEYWORDS), (file_meta, _FILE_META_KEYWORDS)):
+        for keyword in keywords if source is not None else ():
+            try:
+                value = source.get(keyword)
+            except Exception as exc:
+                raise ReadError(f"corrupt DICOM element {keyword} ({one_line(exc, path)})", path) from exc
+            if value in (None, ""):
+                continue
+            if keyword in PIXEL_INTEGERS and (not isinstance(value, int) or value < 0):
+                raise ReadError(f"{keyword} is {one_line(repr(value), limit=40)}, not one integer", path)
+            if keyword in _SINGLE_UIDS and not isinstance(value, str):
+                raise ReadError(f"{keyword} is {one_line(repr(value), limit=60)}, not one UID", path)
+
+
+def transfer_syntax(ds: Dataset) -> UID | None:
+    """The file meta's TransferSyntaxUID, None when the file has none."""
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    return UID(syntax) if syntax else None
 
 
 def is_image(ds: Dataset) -> bool:
@@ -89,9 +163,9 @@ def is_image(ds: Dataset) -> bool:
 
 def describe_non_image(ds: Dataset) -> str:
     """A short name for what a non-image object is (e.g. ``'RTSTRUCT (RT Structure Set Storage)'``)."""
-    modality = str(ds.get("Modality", "") or "")
+    modality = one_line(str(ds.get("Modality", "") or ""), limit=40)
     sop = ds.get("SOPClassUID")
-    name = sop.name if sop else ""
+    name = one_line(UID(sop).name, limit=80) if sop else ""
     return f"{modality} ({name})" if modality and name else modality or name or "object of unknown type"
 
 
@@ -219,14 +293,101 @@ def planes_of(ds: Dataset, path: Path) -> list[Plane]:
     except ReadError:
         raise
     except Exception as exc:
-        raise ReadError(f"malformed image attributes ({_reason(exc)})", path) from exc
+        raise ReadError(f"malformed image attributes ({one_line(exc, path)})", path) from exc
+
+
+def frame_count(ds: Dataset, path: Path) -> int:
+    """NumberOfFrames as an integer >= 1 (1 when absent, empty or 0, as some writers store it).
+
+    Raises
+    ------
+    medseg.errors.ReadError
+        When it is negative, fractional, not a number or several values.
+    """
+    value = _number_text(ds, "NumberOfFrames")
+    if value is None or value == "":
+        return 1
+    n = _number(value, None)
+    if n is None or n < 0 or not n.is_integer():
+        raise ReadError(f"NumberOfFrames {one_line(repr(value), limit=40)} is not a whole number of frames", path)
+    return max(1, int(n))
+
+
+def _frame_bits(ds: Dataset, path: Path, rows: int, columns: int) -> int:
+    """Bits of one decoded frame: rows x columns x samples x BitsAllocated (4:2:2 YBR: two samples per pixel).
+
+    Raises
+    ------
+    medseg.errors.ReadError
+        For a BitsAllocated or BitsStored no decoder honours.
+    """
+    bits = int(ds.get("BitsAllocated") or 0)
+    if bits != 1 and (bits % 8 or not 8 <= bits <= 64):
+        raise ReadError(f"BitsAllocated {bits} is not 1 or a multiple of 8 up to 64", path)
+    stored = int(ds.get("BitsStored") or bits)
+    if not 1 <= stored <= bits:
+        raise ReadError(f"BitsStored {stored} is not between 1 and BitsAllocated {bits}", path)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    subsampled = samples == 3 and str(ds.get("PhotometricInterpretation", "")).upper() in _SUBSAMPLED_422
+    return rows * columns * samples * bits * (2 if subsampled else 3) // 3
+
+
+def _pixel_bytes_held(ds: Dataset, path: Path) -> tuple[int | None, bool]:
+    """Bytes of pixel data the file holds (None when unknown) and whether they are encapsulated (compressed).
+
+    Deferred pixel data counts up to the end of the file, whatever its length field says.
+    """
+    element = ds.get_item(next(k for k in PIXEL_KEYWORDS if k in ds), keep_deferred=True)
+    if not isinstance(element, RawDataElement):
+        return len(element.value or b""), element.is_undefined_length
+    undefined = element.length == 0xFFFFFFFF
+    if element.value is not None:
+        return len(element.value), undefined
+    if transfer_syntax(ds) == pydicom.uid.DeflatedExplicitVRLittleEndian:  # offsets are in the inflated stream
+        return None, undefined
+    room = max(0, path.stat().st_size - element.value_tell)
+    return (room if undefined else min(element.length, room)), undefined
+
+
+def _check_frame_count(ds: Dataset, path: Path, rows: int, columns: int, n_frames: int) -> None:
+    """Refuse a NumberOfFrames the pixel data has no room for (each frame is a plane: this bounds the work)."""
+    frame_bits = _frame_bits(ds, path, rows, columns)
+    held, encapsulated = _pixel_bytes_held(ds, path)
+    if n_frames == 1 or held is None:
+        return
+    room = held // 8 if encapsulated else held * 8 // frame_bits  # a compressed frame takes an 8-byte item at least
+    if n_frames > room:
+        raise ReadError(f"NumberOfFrames {n_frames}, but the pixel data has room for {room} frames at most", path)
+
+
+def check_pixel_data(ds: Dataset, path: Path) -> None:
+    """Refuse pixel data smaller than the header declares, or decoded frames larger than memory, before decoding.
+
+    Native (uncompressed) pixel data must hold rows x columns x frames x
+    samples x BitsAllocated bits; compressed frames have no bound but memory.
+
+    Raises
+    ------
+    medseg.errors.ReadError
+        Giving the declared and the present sizes.
+    """
+    rows, columns, n_frames = int(ds.Rows), int(ds.Columns), frame_count(ds, path)
+    held, encapsulated = _pixel_bytes_held(ds, path)
+    samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 0)
+    check_declared_size(
+        path,
+        math.ceil(_frame_bits(ds, path, rows, columns) * n_frames / 8),
+        f"{rows} x {columns} pixels x {n_frames} frames x {samples} samples x {bits} bits",
+        present=None if encapsulated else held,
+    )
 
 
 def _planes_of(ds: Dataset, path: Path) -> list[Plane]:
     rows, columns = int(ds.Rows), int(ds.Columns)
     if rows < 1 or columns < 1:
         raise ReadError(f"image has {rows} rows x {columns} columns", path)
-    n_frames = _number(_number_text(ds, "NumberOfFrames"), 1.0) or 1.0
+    n_frames = frame_count(ds, path)
+    _check_frame_count(ds, path, rows, columns, n_frames)
     multi = "NumberOfFrames" in ds
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = list(ds.get("PerFrameFunctionalGroupsSequence") or [])
@@ -241,9 +402,9 @@ def _planes_of(ds: Dataset, path: Path) -> list[Plane]:
     )
     top_intercept = _number(_number_text(ds, "RescaleIntercept"), 0.0) or 0.0
     instance = int(_number(_number_text(ds, "InstanceNumber"), 0) or 0)
-    grid_offsets = _frame_offsets(ds, int(n_frames)) if multi and not per_frame else None
+    grid_offsets = _frame_offsets(ds, n_frames) if multi and not per_frame else None
     planes = []
-    for f in range(int(n_frames)):
+    for f in range(n_frames):
         groups = [per_frame[f] if f < len(per_frame) else None, shared]
         position = _floats(_pick(groups, "PlanePositionSequence", "ImagePositionPatient"), 3)
         orientation = _floats(_pick(groups, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
@@ -297,10 +458,7 @@ def decode_file(ds: Dataset, path: Path) -> np.ndarray:
     """
     if not any(k in ds for k in PIXEL_KEYWORDS):
         raise NotAnImageError("no pixel data", path)
-    file_meta = getattr(ds, "file_meta", None)
-    syntax = (
-        file_meta.get("TransferSyntaxUID") if file_meta is not None else None
-    ) or pydicom.uid.ExplicitVRLittleEndian
+    syntax = transfer_syntax(ds) or pydicom.uid.ExplicitVRLittleEndian
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError as exc:
@@ -314,17 +472,65 @@ def decode_file(ds: Dataset, path: Path) -> np.ndarray:
         raise UnsupportedTransferSyntaxError(
             f"transfer syntax {syntax.name} needs a decoder package, install one of: {options}", path
         )
-    try:
+    frames = frame_count(ds, path)
+    with decoding(path, "cannot decode pixel data", syntax.name):
+        if syntax in _J2K_SYNTAXES | _JPEG_SYNTAXES:
+            extended = ds.get("ExtendedOffsetTable"), ds.get("ExtendedOffsetTableLengths")
+            codestreams = generate_frames(
+                ds.PixelData, number_of_frames=frames, extended_offsets=extended if all(extended) else None
+            )
+            for k, codestream in enumerate(codestreams):
+                check_codestream_size(codestream, syntax, int(ds.Rows), int(ds.Columns), path, k)
         array, info = decoder.as_array(ds, as_rgb=True)
-    except Exception as exc:
-        raise ReadError(f"cannot decode pixel data ({syntax.name}: {_reason(exc)})", path) from exc
-    frames = int(_number(_number_text(ds, "NumberOfFrames"), 1.0) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if frames == 1 and array.ndim == (2 if samples == 1 else 3):
         array = array[np.newaxis]
     if str(info.get("photometric_interpretation", ds.get("PhotometricInterpretation", ""))).upper() == "MONOCHROME1":
         array = invert_monochrome1(array, int(ds.get("BitsStored", array.dtype.itemsize * 8)))
     return array
+
+
+def codestream_size(codestream: bytes, syntax: str) -> tuple[int, int] | None:
+    """``(columns, rows)`` a JPEG 2000 codestream's SIZ or a JPEG / JPEG-LS frame's SOF marker declares.
+
+    None when the marker is not found (the decoder then reports the problem).
+    """
+    if syntax in _J2K_SYNTAXES:
+        at = codestream.find(_J2K_SIZ)  # JP2 wrappers put boxes first
+        if at < 0 or at + 24 > len(codestream):
+            return None
+        x, y, x0, y0 = struct.unpack_from(">4I", codestream, at + 8)
+        return x - x0, y - y0
+    at = 2 if codestream[:2] == b"\xff\xd8" else len(codestream)  # after SOI, segment after segment
+    while at + 9 <= len(codestream) and codestream[at] == 0xFF:
+        marker = codestream[at + 1]
+        if marker in _JPEG_SOF:
+            rows, columns = struct.unpack_from(">HH", codestream, at + 5)
+            return columns, rows
+        at += 1 if marker == 0xFF else 2 + struct.unpack_from(">H", codestream, at + 2)[0]  # 0xFF: fill byte
+    return None
+
+
+def check_codestream_size(codestream: bytes, syntax: str, rows: int, columns: int, path: Path, index: int) -> None:
+    """Refuse a compressed frame whose codestream declares another size than the header, before decoding it.
+
+    A decoder sizes its work by the codestream: a corrupt size field would
+    have it allocate and decode an image of that size first. A JPEG height of
+    0 (the height left to a later DNL marker) is refused as well: a decoder
+    can spend seconds searching the stream for that marker.
+
+    Raises
+    ------
+    medseg.errors.ReadError
+        Naming the frame and both sizes.
+    """
+    size = codestream_size(codestream, syntax)
+    if size is not None and size != (columns, rows):
+        raise ReadError(
+            f"frame {index + 1}: the {syntax.name} codestream is {size[0]} x {size[1]} pixels, "
+            f"the header says {columns} x {rows} (columns x rows)",
+            path,
+        )
 
 
 def invert_monochrome1(array: np.ndarray, bits_stored: int) -> np.ndarray:
@@ -341,10 +547,8 @@ def invert_monochrome1(array: np.ndarray, bits_stored: int) -> np.ndarray:
 def _single_grayscale_frames(planes: list[Plane], syntaxes: frozenset[str]) -> bool:
     """True when every plane is a whole single-frame file, grayscale MONOCHROME2, 8/16-bit, in one of ``syntaxes``."""
     ds = planes[0].ds
-    file_meta = getattr(ds, "file_meta", None)
-    syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     return (
-        syntax in syntaxes
+        transfer_syntax(ds) in syntaxes
         and int(ds.get("SamplesPerPixel", 1) or 1) == 1
         and str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME2"
         and int(ds.get("BitsAllocated", 0) or 0) in (8, 16)
@@ -386,8 +590,13 @@ def decode_with_imagecodecs(path: Path, plane: Plane) -> np.ndarray | None:
 
     ds = plane.ds
     try:
-        frame = jpeg2k_decode(get_frame(ds.PixelData, 0, number_of_frames=1))
-    except Exception:  # noqa: BLE001 - the caller falls back to pydicom, which reports the reason
+        codestream = get_frame(ds.PixelData, 0, number_of_frames=1)
+        if codestream_size(codestream, pydicom.uid.JPEG2000Lossless) != (plane.columns, plane.rows):
+            return None
+        frame = jpeg2k_decode(codestream)
+    except PASS_THROUGH:
+        raise
+    except BaseException:  # noqa: BLE001 - the caller falls back to pydicom, which reports the reason
         return None
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     expected = np.dtype(f"{'i' if signed else 'u'}{int(ds.BitsAllocated) // 8}")
@@ -411,10 +620,8 @@ def decode_with_gdcm(path: Path, plane: Plane) -> np.ndarray:
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileName(str(path))
     reader.SetNumberOfThreads(1)
-    try:
+    with decoding(path, "GDCM cannot decode pixel data"):
         values = sitk.GetArrayFromImage(reader.Execute())
-    except RuntimeError as exc:
-        raise ReadError(f"GDCM cannot decode pixel data ({_reason(exc)})", path) from exc
     if values.shape != (1, plane.rows, plane.columns):
         raise ReadError(f"GDCM decoded shape {values.shape}, expected {(1, plane.rows, plane.columns)}", path)
     return values[0]
@@ -437,8 +644,7 @@ def native_layout(ds: Dataset, plane: Plane) -> NativeLayout | None:
     Endian whose pixel data was deferred (still on disk) and has exactly
     rows x columns values of 8, 16 or 32 bits.
     """
-    file_meta = getattr(ds, "file_meta", None)
-    if file_meta is None or file_meta.get("TransferSyntaxUID") not in _NATIVE_LITTLE_ENDIAN or plane.frame is not None:
+    if transfer_syntax(ds) not in _NATIVE_LITTLE_ENDIAN or plane.frame is not None:
         return None
     element = ds.get_item("PixelData", keep_deferred=True)
     bits = int(ds.get("BitsAllocated", 0) or 0)

@@ -15,12 +15,12 @@ Conventions (the same as ITK/SimpleITK index order and as nibabel/MONAI arrays):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
-from medseg.errors import GeometryError
+from medseg.errors import GeometryError, LabelError
 
 _AXIS_LETTERS_LPS = (("L", "R"), ("P", "A"), ("S", "I"))  # (positive, negative) world direction per LPS axis
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -170,9 +170,20 @@ class Image:
 
         Metadata is copied; ``warnings`` starts empty unless given.
         """
-        fields: dict[str, Any] = {"array": array, "meta": dict(self.meta), "warnings": [], "channel_axis": False}
-        fields.update(changes)
-        return replace(self, **fields)
+        new: dict[str, Any] = {"array": array, "meta": dict(self.meta), "warnings": [], "channel_axis": False}
+        new.update(changes)
+        return replace(self, **new)
+
+    def with_labels(self, array: np.ndarray, label_names: dict[int, str] | None = None, **changes: Any) -> LabelMap:
+        """A :class:`LabelMap` on this image's grid holding ``array`` (integer labels).
+
+        ``label_names`` defaults to this image's own when it is a label map.
+        """
+        names = label_names if label_names is not None else dict(getattr(self, "label_names", {}))
+        base = {f.name: getattr(self, f.name) for f in fields(Image)}
+        base.update(array=array, meta=dict(self.meta), warnings=[], channel_axis=False, intensity_unit="")
+        base.update(changes)
+        return LabelMap(**base, label_names=names)
 
     def __repr__(self) -> str:
         sp = "x".join(f"{s:.4g}" for s in self.spacing)
@@ -182,3 +193,36 @@ class Image:
             f"Image({'x'.join(map(str, self.shape))} {self.array.dtype}{ch}, spacing {sp} {unit}, "
             f"{self.orientation}, modality={self.modality or '?'})"
         )
+
+
+@dataclass(repr=False)
+class LabelMap(Image):
+    """An :class:`Image` whose voxels are labels: unsigned integers, one per voxel, 0 = background.
+
+    Resampling picks nearest neighbour for a LabelMap (and linear for an
+    intensity Image) by type. Build one from any array with
+    :func:`medseg.labelmap.as_label_map` (the one place that checks and
+    converts) or with :meth:`Image.with_labels`.
+
+    Attributes
+    ----------
+    label_names : dict of int to str
+        Name of each foreground label value (``{1: "liver", 2: "spleen"}``); may be empty.
+    """
+
+    label_names: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.channel_axis:
+            raise LabelError(f"a label map has one value per voxel, got {self.n_channels} channels", self.source)
+        if self.array.dtype.kind != "u":
+            raise LabelError(
+                f"a LabelMap holds unsigned integers, got {self.array.dtype} (convert with medseg.labelmap.as_label_map)",
+                self.source,
+            )
+        self.label_names = {int(k): str(v) for k, v in self.label_names.items() if int(k) != 0}
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{k}: {v}" for k, v in sorted(self.label_names.items()))
+        return super().__repr__().replace("Image(", "LabelMap(", 1)[:-1] + f", labels={{{names}}})"

@@ -13,8 +13,6 @@ medseg never silently assumes 1 mm.
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import GeometryError, ReadError
+from medseg.io.guard import DEFLATE_MAX_RATIO, check_declared_size, decoding
 from medseg.io.image import Image
 
 PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -48,6 +47,9 @@ _CHANNEL_AXES = "SC"  # tifffile: samples (RGB) and channels
 _DEPTH_AXES = "ZQI"  # tifffile: slices, unknown pages, image sequence
 # palette ("P") images: grey palettes give grey values, colour palettes keep their indices (label masks)
 _PILLOW_CONVERT = {"PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "1": "L"}
+# TIFF Compression -> the most a stored byte can expand to when decoded (NONE, deflate, PackBits); other codecs
+# have no useful bound, so only the memory check applies to them
+_TIFF_MAX_RATIO = {1: 1, 8: DEFLATE_MAX_RATIO, 32946: DEFLATE_MAX_RATIO, 32773: 64}
 
 
 def load_raster(
@@ -121,17 +123,14 @@ def _caller_spacing(spacing: float | Sequence[float], nd: int, path: Path) -> tu
 def _read_pillow(path: Path) -> tuple[np.ndarray, bool, dict[str, Any]]:
     from PIL import Image as PILImage
 
-    try:
-        with PILImage.open(path) as pil:
-            pil.load()
-            fmt, mode = pil.format or path.suffix.lstrip(".").upper(), pil.mode
-            if mode in _PILLOW_CONVERT:
-                pil = pil.convert(_PILLOW_CONVERT[mode])
-            array = np.asarray(pil)
-            if mode == "P":
-                array = _grey_palette_values(array, pil.getpalette())
-    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError, zlib.error) as exc:
-        raise ReadError(f"corrupt or truncated image ({' '.join(str(exc).split())})", path) from exc
+    with decoding(path, "corrupt or truncated image"), PILImage.open(path) as pil:
+        pil.load()
+        fmt, mode = pil.format or path.suffix.lstrip(".").upper(), pil.mode
+        if mode in _PILLOW_CONVERT:
+            pil = pil.convert(_PILLOW_CONVERT[mode])
+        array = np.asarray(pil)
+        if mode == "P":
+            array = _grey_palette_values(array, pil.getpalette())
     channel_axis = array.ndim == 3
     return np.swapaxes(array, 0, 1), channel_axis, {"format": fmt, "mode": mode}
 
@@ -151,15 +150,21 @@ def _read_tiff(
 ) -> tuple[np.ndarray, bool, tuple[float, ...] | None, str, list[str], dict[str, Any]]:
     import tifffile
 
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            data, axes = series.asarray(), series.axes
-            page = tif.pages[0]
-            resolution = _tag(page, "XResolution"), _tag(page, "YResolution"), _tag(page, "ResolutionUnit")
-            imagej = tif.imagej_metadata or {}
-    except (tifffile.TiffFileError, ValueError, OSError, struct.error, EOFError, IndexError, KeyError) as exc:
-        raise ReadError(f"corrupt or truncated TIFF ({' '.join(str(exc).split())[:200]})", path) from exc
+    with decoding(path, "corrupt or truncated TIFF"), tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        check_declared_size(
+            path,
+            series.nbytes,
+            f"{' x '.join(map(str, series.shape))} {series.dtype}",
+            present=path.stat().st_size,
+            max_ratio=_TIFF_MAX_RATIO.get(int(series.keyframe.compression), float("inf")),
+        )
+        data, axes = series.asarray(), series.axes
+        page = tif.pages[0]
+        resolution = _tag(page, "XResolution"), _tag(page, "YResolution"), _tag(page, "ResolutionUnit")
+        imagej = tif.imagej_metadata or {}
+    if data.ndim != len(axes) or "X" not in axes or "Y" not in axes:
+        raise ReadError(f"corrupt TIFF: pixel array of shape {data.shape} for axes {axes!r}", path)
     array, channel_axis = _tiff_layout(data, axes, path)
     warnings: list[str] = []
     spacing, source = _tiff_spacing(resolution, imagej, array.ndim - int(channel_axis), warnings)
@@ -192,10 +197,10 @@ def _tiff_spacing(
 ) -> tuple[tuple[float, ...] | None, str]:
     """Pixel size in mm from TIFF XResolution/YResolution (pixels per unit) and ResolutionUnit or ImageJ's unit."""
     x_res, y_res, unit = resolution
-    per_pixel = [_rational(r) for r in (x_res, y_res)]
+    per_pixel = [_finite(r) for r in (x_res, y_res)]
     if any(r is None or r <= 0 for r in per_pixel):
         return None, "none"
-    unit_code = int(getattr(unit, "value", unit) or 1)
+    unit_code = int(_finite(getattr(unit, "value", unit)) or 1)
     ij_unit = str(imagej.get("unit", "")).strip().lower()
     if unit_code in _TIFF_RESUNIT_MM:
         if unit_code == 2 and all(r in _SCREEN_DPI for r in per_pixel):
@@ -208,17 +213,18 @@ def _tiff_spacing(
         return None, "none"
     spacing = [mm / r for r in per_pixel]  # type: ignore[operator]
     if nd == 3:
-        z = imagej.get("spacing") if ij_unit in _UNIT_MM else None
-        if z is None or float(z) <= 0:
+        z = _finite(imagej.get("spacing")) if ij_unit in _UNIT_MM else None
+        if z is None or z <= 0:
             warnings.append("TIFF stack without slice spacing: spacing unknown")
             return None, "none"
-        spacing.append(float(z) * _UNIT_MM[ij_unit])
+        spacing.append(z * _UNIT_MM[ij_unit])
     return tuple(spacing), source
 
 
-def _rational(value: Any) -> float | None:
-    if value is None:
+def _finite(value: Any) -> float | None:
+    """A TIFF or ImageJ value (number, or rational ``(numerator, denominator)``) as a finite float, else None."""
+    try:
+        out = float(value[0] / value[1] if isinstance(value, tuple) and len(value) == 2 else value)
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
         return None
-    if isinstance(value, tuple):
-        return value[0] / value[1] if len(value) == 2 and value[1] else None
-    return float(value)
+    return out if np.isfinite(out) else None

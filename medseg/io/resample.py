@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from medseg.errors import GeometryError
-from medseg.io.image import Image
+from medseg.io.image import Image, LabelMap
 
 Interpolation = Literal["nearest", "linear"]
 
@@ -27,7 +27,9 @@ Interpolation = Literal["nearest", "linear"]
 _INDEX_TOL = 1e-3
 
 
-def resample_to(image: Image, reference: Image, interpolation: Interpolation = "nearest", fill: float = 0) -> Image:
+def resample_to(
+    image: Image, reference: Image, interpolation: Interpolation | None = None, fill: float = 0
+) -> Image:
     """Resample ``image`` onto ``reference``'s grid (shape, spacing, origin, direction).
 
     Parameters
@@ -36,9 +38,11 @@ def resample_to(image: Image, reference: Image, interpolation: Interpolation = "
         The image to move; channels are resampled independently.
     reference : Image
         Supplies the target grid only; its voxels are not used.
-    interpolation : {"nearest", "linear"}
+    interpolation : {"nearest", "linear"}, optional
         ``"nearest"`` for label maps (keeps the dtype), ``"linear"`` for
         intensities (float32 output, float64 when the input is float64).
+        By default chosen by type: nearest for a :class:`LabelMap`, linear
+        for any other Image (a CT is never silently resampled nearest).
     fill : float
         Value of output voxels that fall outside ``image``.
 
@@ -58,9 +62,11 @@ def resample_to(image: Image, reference: Image, interpolation: Interpolation = "
     >>> import numpy as np
     >>> img = Image(np.arange(6).reshape(3, 2), spacing=(1.0, 2.0))
     >>> flipped = Image(np.zeros((3, 2)), spacing=(1.0, 2.0), origin=(2.0, 0.0), direction=np.diag([-1.0, 1.0]))
-    >>> resample_to(img, flipped).array.tolist()
+    >>> resample_to(img, flipped, "nearest").array.tolist()
     [[4, 5], [2, 3], [0, 1]]
     """
+    if interpolation is None:
+        interpolation = "nearest" if isinstance(image, LabelMap) else "linear"
     if interpolation not in ("nearest", "linear"):
         raise ValueError(f"interpolation must be 'nearest' or 'linear', got {interpolation!r}")
     if image.ndim != reference.ndim:

@@ -21,16 +21,17 @@ format zlib reads and writes, about 2x faster to read and 4x to write.
 from __future__ import annotations
 
 import io
+import math
 import os
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from isal import igzip, isal_zlib
+from isal import igzip
 
 from medseg.atomic import atomic_path
 from medseg.errors import ReadError, WriteError
+from medseg.io.guard import DEFLATE_MAX_RATIO, check_declared_size, decoding
 from medseg.io.image import Image
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -87,12 +88,9 @@ def load_volume(path: str | os.PathLike[str], *, modality: str | None = None) ->
 
 
 def _load_nifti(path: Path) -> Image:
-    from nibabel.filebasedimages import ImageFileError
     from nibabel.openers import ImageOpener
-    from nibabel.spatialimages import HeaderDataError
-    from nibabel.wrapstruct import WrapStructError
 
-    try:
+    with decoding(path, "corrupt or truncated NIfTI file"):
         nii, data = _read_nifti(path)
         header = nii.header
         affine = np.asarray(nii.affine, dtype=float)
@@ -105,19 +103,6 @@ def _load_nifti(path: Path) -> Image:
                 raw_pixdim = type(header).from_fileobj(fh, check=False)["pixdim"][1 : min(data.ndim, 3) + 1]
             if not np.all(raw_pixdim > 0):
                 raise ReadError(f"corrupt NIfTI header: voxel size pixdim {raw_pixdim.tolist()} is not positive", path)
-    except ReadError:
-        raise
-    except (
-        ImageFileError,
-        HeaderDataError,
-        WrapStructError,
-        OSError,
-        EOFError,
-        ValueError,
-        zlib.error,
-        isal_zlib.error,
-    ) as exc:
-        raise ReadError(f"corrupt or truncated NIfTI file ({_one_line(exc, path)})", path) from exc
 
     warnings: list[str] = []
     affine_source = "sform" if sform_code > 0 else "qform" if qform_code > 0 else "none"
@@ -181,10 +166,8 @@ def _load_sitk(path: Path) -> Image:
 
     from medseg.io.sitk import from_sitk
 
-    try:
+    with decoding(path, "corrupt or unreadable file"):
         img = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise ReadError(f"corrupt or unreadable file ({_one_line(exc, path)})", path) from exc
     fmt = "NRRD" if path.suffix.lower() in (".nrrd", ".nhdr") else "MetaImage"
     tags = {
         k[len(_TAG_PREFIX) + 1 :]: img.GetMetaData(k) for k in img.GetMetaDataKeys() if k.startswith(_TAG_PREFIX + "_")
@@ -203,6 +186,7 @@ def _read_nifti(path: Path) -> tuple[Any, np.ndarray]:
         nii = nib.load(path, mmap=False)
         if not isinstance(nii, nib.Nifti1Image | nib.Nifti2Image):
             raise ReadError(f"not a NIfTI-1/2 image (nibabel reads it as {type(nii).__name__})", path)
+        _check_nifti_size(nii.header, path, compressed=False)
         return nii, np.asanyarray(nii.dataobj)
     with igzip.open(path, "rb") as stream:  # nibabel would inflate through the slower zlib
         sizeof_hdr = stream.peek(4)[:4]  # 348 for NIfTI-1, 540 for NIfTI-2, in the file's byte order
@@ -211,13 +195,25 @@ def _read_nifti(path: Path) -> tuple[Any, np.ndarray]:
         nii = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_file_map(
             {"header": holder, "image": holder}, mmap=False
         )
+        _check_nifti_size(nii.header, path, compressed=True)
         return nii, np.asanyarray(nii.dataobj)
 
 
-def _one_line(exc: Exception, path: Path, limit: int = 200) -> str:
-    """A library's error message on one line, without the path (the ReadError names it already)."""
-    text = " ".join(str(exc).replace(str(path), "the file").split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _check_nifti_size(header: Any, path: Path, *, compressed: bool) -> None:
+    """Refuse a header whose dims and datatype declare more voxel bytes than the file can hold, before reading.
+
+    An uncompressed file must hold them after ``vox_offset``; a gzip stream
+    inflates at most :data:`~medseg.io.guard.DEFLATE_MAX_RATIO` times.
+    """
+    shape, dtype = header.get_data_shape(), header.get_data_dtype()
+    size = path.stat().st_size
+    check_declared_size(
+        path,
+        math.prod(int(n) for n in shape) * dtype.itemsize,
+        f"{' x '.join(map(str, shape))} {dtype}",
+        present=size if compressed else size - int(header.get_data_offset()),
+        max_ratio=DEFLATE_MAX_RATIO if compressed else 1,
+    )
 
 
 # ---- writing ------------------------------------------------------------------------------------------------------

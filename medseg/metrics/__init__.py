@@ -1,7 +1,8 @@
 """Segmentation metrics computed the way the literature computes them.
 
-* :mod:`medseg.metrics.overlap` -- Dice, IoU, precision, recall for all labels in one pass;
-* :mod:`medseg.metrics.surface` -- HD, HD95, ASSD, NSD with DeepMind ``surface-distance`` definitions;
+* :mod:`medseg.metrics.overlap` -- Dice, IoU, accuracy, precision, recall for all labels in one pass, pixel accuracy;
+* :mod:`medseg.metrics.surface` -- HD, HD95, ASSD (pooled and both directed averages), NSD with DeepMind
+  ``surface-distance`` definitions;
 * :mod:`medseg.metrics.instances` -- one-to-one instance matching, F1, PQ, AJI;
 * :mod:`medseg.metrics.evaluate` -- per-case tables (:func:`evaluate_case`) and cohort summaries;
 * :mod:`medseg.metrics.cohort` -- pairing prediction and reference files and evaluating a cohort.
@@ -18,7 +19,7 @@ from medseg.metrics.instances import (
     instance_table,
     match_instances,
 )
-from medseg.metrics.overlap import confusion_matrix
+from medseg.metrics.overlap import confusion_matrix, pixel_accuracy
 from medseg.metrics.surface import SurfaceDistances, surface_distances, surface_metrics
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "instance_table",
     "match_instances",
     "pair_cases",
+    "pixel_accuracy",
     "summarize",
     "surface_distances",
     "surface_metrics",

@@ -8,32 +8,24 @@ import numpy as np
 
 from medseg.errors import GeometryError, LabelError
 from medseg.io.image import Image
+from medseg.labelmap import label_values
 
 LabelInput = Image | np.ndarray
 
 
 def label_array(x: LabelInput, name: str) -> np.ndarray:
-    """The integer voxel array of a label map given as an Image or an array.
+    """The unsigned integer voxel array of a label map given as an Image or an array.
 
     Raises
     ------
     medseg.errors.LabelError
-        For multi-channel images and non-integer values.
+        For multi-channel images, non-integer or negative values (see :func:`medseg.labelmap.label_values`).
     """
     if isinstance(x, Image):
         if x.channel_axis:
             raise LabelError(f"{name} has a channel axis; a label map has one integer per voxel", x.source)
-        arr = x.array
-    else:
-        arr = np.asarray(x)
-    if arr.dtype == bool:
-        return arr.view(np.uint8)
-    if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.array_equal(arr, np.round(arr)) and np.isfinite(arr).all():
-            return arr.astype(np.int64)
-        source = x.source if isinstance(x, Image) else None
-        raise LabelError(f"{name} holds non-integer values ({arr.dtype}); expected a label map", source)
-    return arr
+        return label_values(x.array, x.source, name)
+    return label_values(x, None, name)
 
 
 def pair_arrays(

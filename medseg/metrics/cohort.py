@@ -12,11 +12,13 @@ Pairing rule (documented for users in ``medseg evaluate --help``):
    when their case names are equal; the rest are listed as unpaired (also when
    two files of one folder share a case name).
 
-Each case is loaded with :func:`medseg.load`. A prediction whose grid differs
-from the reference's but overlaps it in world space is resampled (nearest
-neighbour) onto the reference grid and the case notes say so; unreadable files
-and non-overlapping grids make that case fail with a message naming both
-files, and the run goes on.
+Each case is loaded with :func:`medseg.load` and scored by :func:`evaluate_pair`
+under the one alignment rule of :func:`align_to_reference` (the rule ``medseg
+batch --gt`` and the demo use too): a prediction whose grid differs from the
+reference's but overlaps it in world space is resampled (nearest neighbour)
+onto the reference grid and the case notes say so; unreadable files and
+non-overlapping grids make that case fail with a message naming both files,
+and the run goes on.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from pathlib import Path
 import pandas as pd
 
 from medseg.errors import ConfigError, MedsegError
-from medseg.io import RASTER_SUFFIXES, VOLUME_SUFFIXES, load
-from medseg.io.image import Image
+from medseg.io import load
+from medseg.io.formats import is_image_file, strip_image_suffix
+from medseg.io.image import Image, LabelMap
+from medseg.labelmap import as_label_map
 from medseg.metrics.evaluate import Labels, evaluate_case
 from medseg.metrics.instances import instance_metrics
 
 _TAG = re.compile(r"_(pred|prediction|seg|segmentation|labels?|mask|gt|ref)$", re.IGNORECASE)
-_SUFFIXES = tuple(sorted(VOLUME_SUFFIXES + RASTER_SUFFIXES + (".dcm",), key=len, reverse=True))
 
 
 def case_name(path: str | os.PathLike[str]) -> str:
@@ -47,12 +50,7 @@ def case_name(path: str | os.PathLike[str]) -> str:
     >>> case_name("preds/liver_007_pred.nii.gz"), case_name("gt/liver_007.nii.gz")
     ('liver_007', 'liver_007')
     """
-    name = Path(path).name
-    for suffix in _SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return _TAG.sub("", name)
+    return _TAG.sub("", strip_image_suffix(Path(path).name))
 
 
 def _candidates(folder: Path) -> dict[str, list[Path]]:
@@ -60,7 +58,7 @@ def _candidates(folder: Path) -> dict[str, list[Path]]:
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir() or entry.name.lower().endswith(_SUFFIXES):
+        if entry.is_dir() or is_image_file(entry):
             found.setdefault(case_name(entry), []).append(entry)
     return found
 
@@ -138,16 +136,58 @@ def _grid(image: Image) -> str:
     return f"{'x'.join(map(str, image.shape))} @ {'x'.join(f'{s:.3g}' for s in image.spacing)} mm"
 
 
-def _align(pred: Image, ref: Image, record: CaseRecord) -> Image:
+def align_to_reference(pred: Image, ref: Image) -> tuple[LabelMap, list[str]]:
+    """The ground-truth alignment rule of every medseg command: ``pred`` on ``ref``'s grid, and what was done.
+
+    Same grid: unchanged. Same voxels in another order (flips, permutations):
+    reordered exactly. Another grid that overlaps in world space: resampled
+    (nearest neighbour) onto the reference grid, with a note saying so.
+
+    Raises
+    ------
+    medseg.errors.GeometryError
+        When the grids do not overlap in world space (or differ in dimensionality).
+    """
+    pred = as_label_map(pred)
     if ref.same_grid(pred):
-        return pred
+        return pred, []
     from medseg.io.resample import resample_to
 
-    out = resample_to(pred, ref, "nearest")
-    record.notes.append(
+    return resample_to(pred, ref, "nearest"), [
         f"prediction grid {_grid(pred)} resampled (nearest neighbour) onto the reference grid {_grid(ref)}"
-    )
-    return out
+    ]
+
+
+def evaluate_pair(
+    pred: Image,
+    ref: Image,
+    *,
+    case: str | None = None,
+    labels: Labels = None,
+    tolerance_mm: float = 2.0,
+    instances: bool = False,
+    iou_threshold: float = 0.5,
+    surface: bool = True,
+) -> tuple[pd.DataFrame, LabelMap, LabelMap, list[str]]:
+    """Evaluate one prediction against its reference after :func:`align_to_reference`.
+
+    The one per-case evaluation of ``medseg evaluate``, ``medseg batch --gt``
+    and the demo. Returns the metric rows, the aligned prediction, the
+    reference as a label map, and notes (resampling, empty maps).
+    ``surface=False`` leaves out the surface distances (overlap and sizes only).
+    """
+    ref_map = as_label_map(ref)
+    pred_map, notes = align_to_reference(pred, ref_map)
+    if not pred_map.array.any():
+        notes.append("prediction is empty")
+    if not ref_map.array.any():
+        notes.append("reference is empty")
+    if instances:
+        metrics = instance_metrics(pred_map, ref_map, iou_threshold)
+        rows = pd.DataFrame([{**({"case": case} if case is not None else {}), "label": 1, "name": "object", **metrics}])
+    else:
+        rows = evaluate_case(pred_map, ref_map, labels=labels, tolerance_mm=tolerance_mm, surface=surface, case=case)
+    return rows, pred_map, ref_map, notes
 
 
 def evaluate_cohort(
@@ -195,18 +235,11 @@ def evaluate_cohort(
         scan_paths = scans.get(name, [])
         rec = CaseRecord(name, str(p_path), str(r_path), str(scan_paths[0]) if len(scan_paths) == 1 else None)
         try:
-            ref_img = load(r_path)
-            pred_img = _align(load(p_path), ref_img, rec)
-            if not pred_img.array.any():
-                rec.notes.append("prediction is empty")
-            if not ref_img.array.any():
-                rec.notes.append("reference is empty")
-            if instances:
-                rows = pd.DataFrame(
-                    [{"case": name, "label": 1, "name": "object", **instance_metrics(pred_img, ref_img, iou_threshold)}]
-                )
-            else:
-                rows = evaluate_case(pred_img, ref_img, labels=labels, tolerance_mm=tolerance_mm, case=name)
+            rows, pred_img, ref_img, notes = evaluate_pair(
+                load(p_path), load(r_path), case=name, labels=labels, tolerance_mm=tolerance_mm,
+                instances=instances, iou_threshold=iou_threshold,
+            )
+            rec.notes.extend(notes)
             tables.append(rows)
             if figures is not None:
                 scan = _load_scan(rec, ref_img)

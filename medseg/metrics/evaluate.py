@@ -4,16 +4,18 @@ Empty structures are flagged in the ``empty_in`` column and never silently
 averaged, in line with Metrics Reloaded (Maier-Hein et al. 2024): a missed or
 spurious structure scores 0 on the overlap metrics, its distances are
 undefined, and a structure absent from both maps is undefined throughout
-(a true negative, counted apart):
+(a true negative, counted apart); the per-label ``accuracy`` (label against
+the rest) is defined whenever either map holds the label, and the case's
+``pixel_accuracy`` (all labels) on every row:
 
 =====================  =========================================  ==============================
 ``empty_in``           scores                                      meaning
 =====================  =========================================  ==============================
 ``""``                 all defined                                 both maps hold the label
 ``"prediction"``       Dice = IoU = recall = NSD = 0;              missed structure
-                       precision, HD, HD95, ASSD = NaN
+                       precision, HD, HD95, ASSDs = NaN
 ``"reference"``        Dice = IoU = precision = NSD = 0;           structure that should be absent
-                       recall, HD, HD95, ASSD = NaN
+                       recall, HD, HD95, ASSDs = NaN
 ``"both"``             every score NaN                             correctly absent (true negative)
 =====================  =========================================  ==============================
 
@@ -31,14 +33,15 @@ import pandas as pd
 from scipy import ndimage
 
 from medseg.metrics._inputs import LabelInput, pair_arrays
-from medseg.metrics.overlap import confusion_matrix, overlap_from_confusion
+from medseg.metrics.overlap import confusion_matrix, overlap_from_confusion, pixel_accuracy
 from medseg.metrics.surface import surface_metrics
 
 Labels = Mapping[int, str] | Sequence[int] | None
 
 #: overlap and surface metrics per label, in report order
-OVERLAP_METRICS = ("dice", "iou", "precision", "recall")
-SURFACE_METRICS = ("hd_mm", "hd95_mm", "assd_mm", "nsd")
+OVERLAP_METRICS = ("dice", "iou", "accuracy", "pixel_accuracy", "precision", "recall")
+#: ``assd_mm`` pools both surfaces; ``asd_ref_to_pred_mm`` / ``asd_pred_to_ref_mm`` are the directed averages
+SURFACE_METRICS = ("hd_mm", "hd95_mm", "assd_mm", "asd_ref_to_pred_mm", "asd_pred_to_ref_mm", "nsd")
 #: metrics summarised per label, in report order
 SUMMARY_METRICS = (*OVERLAP_METRICS, *SURFACE_METRICS, "abs_volume_diff_ml", "rel_volume_diff_pct")
 
@@ -92,10 +95,15 @@ def evaluate_case(
     -------
     pandas.DataFrame
         One row per label: ``label``, ``name``, ``empty_in``, ``dice``, ``iou``,
-        ``precision``, ``recall``, ``ref_volume_ml``, ``pred_volume_ml``,
+        ``accuracy`` (this label against the rest: (TP + TN) / all voxels),
+        ``pixel_accuracy`` (the case's share of voxels with the right label,
+        background included; the same on every row), ``precision``,
+        ``recall``, ``ref_volume_ml``, ``pred_volume_ml``,
         ``abs_volume_diff_ml``, ``rel_volume_diff_pct`` (2D: areas in mm^2,
-        ``*_area_mm2`` columns), ``hd_mm``, ``hd95_mm``, ``assd_mm``, ``nsd``,
-        ``tolerance_mm``.
+        ``*_area_mm2`` columns), ``hd_mm``, ``hd95_mm``, ``assd_mm`` (both
+        surfaces pooled, as Metrics Reloaded), ``asd_ref_to_pred_mm`` and
+        ``asd_pred_to_ref_mm`` (the directed averages, whose plain mean many
+        papers call ASSD), ``nsd``, ``tolerance_mm``.
 
     Examples
     --------
@@ -127,6 +135,8 @@ def evaluate_case(
             "empty_in": empty,
             "dice": ov["dice"],
             "iou": ov["iou"],
+            "accuracy": ov["accuracy"],
+            "pixel_accuracy": pixel_accuracy(conf),
             "precision": ov["precision"],
             "recall": ov["recall"],
             f"ref_{unit}": ref_size,
@@ -139,7 +149,7 @@ def evaluate_case(
     )
     if surface:
         surf = _surface_rows(p, r, sp, ids, tolerance_mm)
-        for key in ("hd_mm", "hd95_mm", "assd_mm", "nsd"):
+        for key in SURFACE_METRICS:
             table[key] = [s[key] for s in surf]
         table["tolerance_mm"] = float(tolerance_mm)
     if case is not None:
@@ -157,7 +167,7 @@ def _surface_rows(
     for label in ids:
         box = _union_box(p_boxes[label - 1], r_boxes[label - 1]) if 0 < label <= top else None
         if box is None:
-            rows.append({"hd_mm": np.nan, "hd95_mm": np.nan, "assd_mm": np.nan, "nsd": np.nan})
+            rows.append(dict.fromkeys(SURFACE_METRICS, np.nan))
             continue
         rows.append(surface_metrics(p[box] == label, r[box] == label, spacing, tolerance_mm))
     return rows

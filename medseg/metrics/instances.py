@@ -187,6 +187,12 @@ class InstanceMatch:
         }
 
 
+def check_iou_threshold(iou_threshold: float) -> None:
+    """Raise ``ValueError`` unless ``iou_threshold`` is in (0, 1] (NaN is not)."""
+    if not 0.0 < iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+
+
 def _match(ov: Overlaps, iou_threshold: float) -> InstanceMatch:
     iou = ov.pairs_iou
     cand = np.flatnonzero(iou >= iou_threshold)
@@ -237,8 +243,7 @@ def match_instances(pred: LabelInput, ref: LabelInput, iou_threshold: float = 0.
     >>> m.tp, m.fp, m.fn, m.pred_ids.tolist(), m.ref_ids.tolist(), m.ious.tolist()
     (1, 1, 1, [3], [1], [1.0])
     """
-    if not 0.0 < iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    check_iou_threshold(iou_threshold)
     p, r, _ = pair_arrays(pred, ref)
     return _match(overlaps(p, r), iou_threshold)
 
@@ -278,8 +283,7 @@ def instance_metrics(pred: LabelInput, ref: LabelInput, iou_threshold: float = 0
         ``n_pred``, ``n_ref``, ``tp``, ``fp``, ``fn``, ``precision``,
         ``recall``, ``f1``, ``sq``, ``pq``, ``aji``, ``iou_threshold``.
     """
-    if not 0.0 < iou_threshold <= 1.0:
-        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    check_iou_threshold(iou_threshold)
     p, r, _ = pair_arrays(pred, ref)
     ov = overlaps(p, r)
     out = _match(ov, iou_threshold).as_dict()

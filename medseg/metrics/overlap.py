@@ -7,7 +7,14 @@ expansion. For label ``l``: TP = ``C[l, l]``, predicted volume = row sum,
 reference volume = column sum, and
 
 * Dice = 2 TP / (|P| + |R|), IoU = TP / (|P| + |R| - TP),
-* precision = TP / |P|, recall = TP / |R|.
+* precision = TP / |P|, recall = TP / |R|,
+* accuracy = (TP + TN) / N, the share of all N voxels whose membership in
+  label ``l`` is right (label ``l`` against the rest, as MONAI's
+  ``ConfusionMatrixMetric`` "accuracy"; the per-class "class accuracy" of
+  Long et al. 2015 is the recall).
+
+Over all labels at once, :func:`pixel_accuracy` is trace(C) / N: the share of
+voxels (pixels) given the right label, background included.
 """
 
 from __future__ import annotations
@@ -53,6 +60,19 @@ def confusion_matrix(pred: np.ndarray, ref: np.ndarray, n_labels: int | None = N
     return table.reshape(k, k)
 
 
+def pixel_accuracy(conf: np.ndarray) -> float:
+    """Share of voxels whose predicted label is the reference label (all labels, background included); NaN if none.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pixel_accuracy(confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2])))
+    0.75
+    """
+    total = conf.sum()
+    return float(np.trace(conf) / total) if total else float("nan")
+
+
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
@@ -62,9 +82,10 @@ def overlap_from_confusion(conf: np.ndarray, labels: np.ndarray) -> dict[str, np
     """Voxel counts and overlap scores of ``labels`` from a confusion matrix.
 
     Returns arrays (one value per label) ``tp``, ``n_pred``, ``n_ref``,
-    ``dice``, ``iou``, ``precision``, ``recall``. Where both maps lack the
-    label, every score is NaN; where exactly one lacks it, Dice and IoU are 0
-    and precision (no prediction) or recall (no reference) is NaN.
+    ``dice``, ``iou``, ``accuracy``, ``precision``, ``recall``. Where both maps
+    lack the label, every score is NaN; where exactly one lacks it, Dice and
+    IoU are 0, precision (no prediction) or recall (no reference) is NaN, and
+    accuracy is defined.
     """
     labels = np.asarray(labels, dtype=int)
     inside = labels < conf.shape[0]
@@ -72,12 +93,15 @@ def overlap_from_confusion(conf: np.ndarray, labels: np.ndarray) -> dict[str, np
     tp = np.where(inside, conf[safe, safe], 0)
     n_pred = np.where(inside, conf.sum(axis=1)[safe], 0)
     n_ref = np.where(inside, conf.sum(axis=0)[safe], 0)
+    total = conf.sum()
+    tn = total - n_pred - n_ref + tp
     return {
         "tp": tp,
         "n_pred": n_pred,
         "n_ref": n_ref,
         "dice": _div(2 * tp, n_pred + n_ref),
         "iou": _div(tp, n_pred + n_ref - tp),
+        "accuracy": np.where(n_pred + n_ref > 0, (tp + tn) / max(total, 1), np.nan),
         "precision": _div(tp, n_pred),
         "recall": _div(tp, n_ref),
     }

@@ -14,7 +14,13 @@ From those, for masks ``ref`` and ``pred``:
 * ``hd95`` -- the larger of the two directed 95th percentiles, each weighted by
   surface-element area (the reference's "robust Hausdorff");
 * ``assd`` -- average symmetric surface distance: area-weighted mean of the
-  distances of both surfaces pooled;
+  distances of both surfaces pooled (as Metrics Reloaded computes it);
+* ``asd_ref_to_pred`` and ``asd_pred_to_ref`` -- the two directed average
+  surface distances: area-weighted mean distance of the reference surface to
+  the prediction, and of the prediction surface to the reference (what
+  ``surface_distance.compute_average_surface_distance`` returns, in that
+  order). Many papers report their plain mean as "ASSD"; it differs from the
+  pooled ASSD unless both surfaces have the same area (or both directions agree);
 * ``nsd`` -- normalised surface distance (surface Dice) at ``tolerance_mm``:
   the area of both surfaces within the tolerance of the other over the total.
 
@@ -141,8 +147,26 @@ class SurfaceDistances:
             )
         )
 
+    def average_directed(self) -> tuple[float, float]:
+        """Directed average surface distances (mm): reference to prediction, prediction to reference.
+
+        Each is the area-weighted mean distance of one surface's elements to
+        the other surface; their plain mean is the "ASSD" of many papers,
+        :meth:`average_symmetric` the pooled one.
+        """
+        if self.empty:
+            return float("nan"), float("nan")
+        return (
+            float(np.sum(self.ref_to_pred * self.ref_sizes) / np.sum(self.ref_sizes)),
+            float(np.sum(self.pred_to_ref * self.pred_sizes) / np.sum(self.pred_sizes)),
+        )
+
     def average_symmetric(self) -> float:
-        """Average symmetric surface distance (mm): area-weighted mean over both surfaces pooled."""
+        """Average symmetric surface distance (mm): area-weighted mean over both surfaces pooled.
+
+        The pooled mean weighs each direction by its surface's area; it is not
+        the plain mean of the two :meth:`average_directed` distances.
+        """
         if self.empty:
             return float("nan")
         total = np.sum(self.ref_sizes) + np.sum(self.pred_sizes)
@@ -346,11 +370,19 @@ def surface_metrics(
     tolerance_mm: float = 2.0,
     box: tuple[slice, ...] | None = None,
 ) -> dict[str, float]:
-    """``hd``, ``hd95``, ``assd`` (mm) and ``nsd`` at ``tolerance_mm`` for two binary masks (NaN where undefined)."""
+    """HD, HD95, ASSD, the two directed ASDs (mm) and NSD at ``tolerance_mm`` of two binary masks.
+
+    Keys ``hd_mm``, ``hd95_mm``, ``assd_mm`` (pooled), ``asd_ref_to_pred_mm``,
+    ``asd_pred_to_ref_mm`` and ``nsd``, NaN where undefined; the module notes
+    say which ASSD is which.
+    """
     sd = surface_distances(pred, ref, spacing, box)
+    ref_to_pred, pred_to_ref = sd.average_directed()
     return {
         "hd_mm": sd.hausdorff(),
         "hd95_mm": sd.percentile_hausdorff(95.0),
         "assd_mm": sd.average_symmetric(),
+        "asd_ref_to_pred_mm": ref_to_pred,
+        "asd_pred_to_ref_mm": pred_to_ref,
         "nsd": sd.surface_dice(tolerance_mm),
     }

@@ -13,15 +13,15 @@ rather than approximated. The weights load with ``weights_only=True``.
 
 from __future__ import annotations
 
-import json
 import re
+import reprlib
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from pydantic import ValidationError
 
+from medseg._files import read_json, read_yaml
 from medseg.config import NETWORKS, format_validation_error
 from medseg.errors import ModelError
 from medseg.models.networks import build_network
@@ -52,38 +52,58 @@ def _target_name(target: Any) -> str:
     return str(target).rsplit(".", 1)[-1]
 
 
-def _resolve(value: Any, raw: dict[str, Any], where: str, path: Path) -> Any:
+def _resolve(value: Any, raw: dict[str, Any], where: str, path: Path, seen: frozenset[str] = frozenset()) -> Any:
     """Replace ``@key`` references by the referenced raw value; refuse ``$`` expressions (code)."""
     if isinstance(value, str) and value.startswith("@"):
+        if value in seen:
+            raise ModelError(f"{where}: circular reference {value!r}", path)
         node: Any = raw
         for part in re.split(r"::|#", value[1:]):
-            if isinstance(node, list) and part.isdigit():
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
             elif isinstance(node, dict) and part in node:
                 node = node[part]
             else:
                 raise ModelError(f"{where}: unresolvable reference {value!r}", path)
-        return _resolve(node, raw, where, path)
+        return _resolve(node, raw, where, path, seen | {value})
     if isinstance(value, str) and value.startswith("$"):
         raise ModelError(
             f"{where}: Python expression {value!r} is not imported (medseg never evaluates bundle code)", path
         )
     if isinstance(value, dict):
-        return {k: _resolve(v, raw, f"{where}.{k}", path) for k, v in value.items()}
+        return {k: _resolve(v, raw, f"{where}.{k}", path, seen) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve(v, raw, where, path) for v in value]
+        return [_resolve(v, raw, where, path, seen) for v in value]
     return value
+
+
+def _entry(node: dict[str, Any], key: str, where: str, path: Path) -> Any:
+    """``node[key]``; a :class:`ModelError` naming ``where`` when the bundle leaves it out."""
+    if key not in node:
+        raise ModelError(f"{where} has no {key!r} entry", path)
+    return node[key]
+
+
+def _number(value: Any, where: str, path: Path, cast: type[int | float] = float) -> Any:
+    """``value`` as ``cast``; a :class:`ModelError` naming ``where`` when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ModelError(f"{where} must be a number, got {reprlib.repr(value)}", path)
+    return cast(value)
+
+
+def _numbers(value: Any, where: str, path: Path, cast: type[int | float] = float) -> list[Any]:
+    """``value``, a non-empty list of numbers, as a list of ``cast``."""
+    if not isinstance(value, list) or not value:
+        raise ModelError(f"{where} must be a list of numbers, got {reprlib.repr(value)}", path)
+    return [_number(v, where, path, cast) for v in value]
 
 
 def _read_config(folder: Path) -> tuple[dict[str, Any], Path]:
     for name in _CONFIG_NAMES:
         path = folder / "configs" / name
         if path.is_file():
-            try:
-                text = path.read_text()
-                return (json.loads(text) if name.endswith(".json") else yaml.safe_load(text)), path
-            except (OSError, ValueError, yaml.YAMLError) as exc:
-                raise ModelError(f"unreadable bundle config ({str(exc).splitlines()[0]})", path) from exc
+            read = read_json if name.endswith(".json") else read_yaml
+            return read(path, "bundle config", expect=dict, error=ModelError), path
     raise ModelError("not a MONAI bundle: configs/inference.json is missing", folder)
 
 
@@ -91,11 +111,11 @@ def _labels(folder: Path, n_out: int) -> dict[str, int]:
     names = {i: f"label_{i}" for i in range(n_out)}
     meta_path = folder / "configs" / "metadata.json"
     if meta_path.is_file():
+        meta = read_json(meta_path, "bundle metadata", error=ModelError)
         try:
-            meta = json.loads(meta_path.read_text())
             channel_def = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
             names.update({int(k): re.sub(r"\W+", "_", str(v).strip()).lower() for k, v in channel_def.items()})
-        except (OSError, ValueError, KeyError, TypeError):
+        except (AttributeError, KeyError, TypeError, ValueError):
             pass  # label names are optional; generic names are used
     names[0] = "background"
     return {names[i]: i for i in range(n_out)}
@@ -108,27 +128,30 @@ def _preprocessing(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         raise ModelError("the bundle has no 'preprocessing' entry", path)
     pre = _resolve(pre, raw, "preprocessing", path)
     steps = pre.get("transforms", []) if isinstance(pre, dict) else pre
+    if not isinstance(steps, list):
+        raise ModelError(f"preprocessing must be a list of transforms, got {reprlib.repr(steps)}", path)
     fields: dict[str, Any] = {}
     for i, step in enumerate(steps):
         name = _target_name(step.get("_target_", "")) if isinstance(step, dict) else repr(step)
+        where = f"preprocessing[{i}] {name}"
         if name in _NEUTRAL_STEPS:
             continue
         if name in ("Orientationd", "Orientation"):
-            fields["orientation"] = step["axcodes"]
+            fields["orientation"] = _entry(step, "axcodes", where, path)
         elif name in ("Spacingd", "Spacing"):
-            fields["spacing_mm"] = [float(v) for v in step["pixdim"]]
+            fields["spacing_mm"] = _numbers(_entry(step, "pixdim", where, path), f"{where} pixdim", path)
             fields["resample"] = "spacing"  # MONAI's exact-pixdim grid, as the bundle was trained
         elif name in ("ScaleIntensityRanged", "ScaleIntensityRange") and (
             step.get("b_min", 0),
             step.get("b_max", 1),
         ) == (0, 1):
             if not step.get("clip", False):
-                raise ModelError(
-                    f"preprocessing[{i}] {name} without clip is not reproduced by medseg's CT preset", path
-                )
-            fields["intensity"] = {"preset": "ct", "window_hu": [float(step["a_min"]), float(step["a_max"])]}
+                raise ModelError(f"{where} without clip is not reproduced by medseg's CT preset", path)
+            window = [_number(_entry(step, k, where, path), f"{where} {k}", path) for k in ("a_min", "a_max")]
+            fields["intensity"] = {"preset": "ct", "window_hu": window}
         elif name in ("ScaleIntensityRangePercentilesd", "ScaleIntensityRangePercentiles"):
-            fields["intensity"] = {"preset": "xray", "percentiles": [float(step["lower"]), float(step["upper"])]}
+            bounds = [_number(_entry(step, k, where, path), f"{where} {k}", path) for k in ("lower", "upper")]
+            fields["intensity"] = {"preset": "xray", "percentiles": bounds}
         else:
             raise ModelError(f"preprocessing[{i}] {name} {step} cannot be reproduced by medseg; import refused", path)
     if "intensity" not in fields:
@@ -149,17 +172,20 @@ def load_bundle(folder: Path) -> tuple[torch.nn.Module, ModelCard]:
     from medseg import __version__
 
     raw, cfg_path = _read_config(folder)
-    net_def = _resolve(raw.get("network_def"), raw, "network_def", cfg_path)
+    net_def = _resolve(_entry(raw, "network_def", "the bundle config", cfg_path), raw, "network_def", cfg_path)
     if not isinstance(net_def, dict) or _target_name(net_def.get("_target_")) not in NETWORKS:
         got = _target_name(net_def.get("_target_")) if isinstance(net_def, dict) else net_def
         raise ModelError(f"network_def {got!r} is not one of {', '.join(NETWORKS)}", cfg_path)
     params = {k: v for k, v in net_def.items() if not k.startswith("_")}
-    dims = int(params.pop("spatial_dims", params.pop("dimensions", 3)))
-    in_channels, n_out = int(params.pop("in_channels", 1)), int(params.pop("out_channels"))
+    dims = _number(params.pop("spatial_dims", params.pop("dimensions", 3)), "network_def spatial_dims", cfg_path, int)
+    in_channels = _number(params.pop("in_channels", 1), "network_def in_channels", cfg_path, int)
+    n_out = _number(_entry(params, "out_channels", "network_def", cfg_path), "network_def out_channels", cfg_path, int)
+    params.pop("out_channels")
     inferer = _resolve(raw.get("inferer", {}), raw, "inferer", cfg_path)
-    roi = inferer.get("roi_size")
-    if roi is None:
-        raise ModelError("the bundle's inferer has no roi_size (sliding-window patch size)", cfg_path)
+    if not isinstance(inferer, dict):
+        raise ModelError(f"inferer must be a mapping, got {reprlib.repr(inferer)}", cfg_path)
+    roi = _entry(inferer, "roi_size", "inferer (sliding-window patch size)", cfg_path)
+    patch_size = _numbers(roi if isinstance(roi, list) else [roi] * dims, "inferer roi_size", cfg_path, int)
     weights = next((folder / "models" / n for n in _WEIGHTS_NAMES if (folder / "models" / n).is_file()), None)
     if weights is None:
         raise ModelError(f"bundle weights missing: expected models/{' or models/'.join(_WEIGHTS_NAMES)}", folder)
@@ -169,11 +195,11 @@ def load_bundle(folder: Path) -> tuple[torch.nn.Module, ModelCard]:
             dims=dims,
             labels=_labels(folder, n_out),
             in_channels=in_channels,
-            patch_size=[int(r) for r in (roi if isinstance(roi, list) else [roi] * dims)],
+            patch_size=patch_size,
             network={"name": _target_name(net_def["_target_"]), "params": params},
             inference={  # MONAI SlidingWindowInferer defaults where the bundle leaves them out
-                "overlap": float(inferer.get("overlap", 0.25)),
-                "sw_batch_size": int(inferer.get("sw_batch_size", 1)),
+                "overlap": _number(inferer.get("overlap", 0.25), "inferer overlap", cfg_path),
+                "sw_batch_size": _number(inferer.get("sw_batch_size", 1), "inferer sw_batch_size", cfg_path, int),
                 "blend": inferer.get("mode", "constant"),
             },
             medseg_version=__version__,

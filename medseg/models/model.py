@@ -1,4 +1,8 @@
-""":class:`SegmentationModel`: a loaded network with its model card, ready to segment Images."""
+""":class:`SegmentationModel`: a loaded network with its model card, ready to segment Images.
+
+It is the first :class:`~medseg.segmenters.Segmenter`: a medseg model
+directory and a MONAI bundle both load into one (:func:`load_model`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import torch
 
 from medseg.config import WorkflowConfig
 from medseg.errors import ModelError
-from medseg.io.image import Image
+from medseg.io.image import Image, LabelMap
 from medseg.models.networks import build_network
 from medseg.models.store import (
     CARD_NAME,
@@ -21,6 +25,7 @@ from medseg.models.store import (
     load_weights_into,
     read_card,
 )
+from medseg.segmenters.base import foreground_names
 
 
 class SegmentationModel:
@@ -37,8 +42,6 @@ class SegmentationModel:
         size, network, training summary, validation Dice, medseg version).
     config : WorkflowConfig
         The workflow part of the card.
-    fingerprint : str
-        Stable 16-hex-digit hash of the weights and the card.
     device : torch.device
         Where preprocessing and inference run.
     """
@@ -55,7 +58,7 @@ class SegmentationModel:
 
         self._card = card
         self.config: WorkflowConfig = card.config
-        self.fingerprint: str = fingerprint(card)
+        self._fingerprint = fingerprint(card)
         self.device = resolve_device(self.config.device if device == "auto" else device)
         self.network = network.to(self.device).eval()
         self.source = source
@@ -70,13 +73,47 @@ class SegmentationModel:
         """Label name -> index, background 0 included."""
         return dict(self.config.labels)
 
+    # ---- the Segmenter protocol ------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The workflow name of the card."""
+        return self.config.name
+
+    @property
+    def label_names(self) -> dict[int, str]:
+        """Foreground label index -> name."""
+        return foreground_names(self.config.labels)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 or 3."""
+        return self.config.dims
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels the network takes."""
+        return self.config.in_channels
+
+    @property
+    def postprocess(self) -> dict[str, Any] | None:
+        """The card's post-processing rules (keyed by label name), or None."""
+        return self.config.postprocess
+
+    def fingerprint(self) -> str:
+        """Stable 16-hex-digit hash of the weights and the card."""
+        return self._fingerprint
+
+    def probabilities(self, image: Image, *, tta: bool | None = None) -> Image:
+        """Float32 class probabilities on ``image``'s grid, one trailing channel per label index."""
+        return self.segment(image, probabilities=True, tta=tta)
+
     def predict(self, image: Image, *, tta: bool | None = None):  # -> medseg.infer.Prediction
         """Labels and per-label probabilities on ``image``'s grid (see :class:`medseg.infer.Prediction`)."""
         from medseg.infer import predict
 
         return predict(self.network, self.config, image, device=self.device, tta=tta)
 
-    def segment(self, image: Image, *, probabilities: bool = False, tta: bool | None = None) -> Image:
+    def segment(self, image: Image, *, probabilities: bool = False, tta: bool | None = None) -> LabelMap | Image:
         """Segment ``image``.
 
         Parameters
@@ -91,8 +128,8 @@ class SegmentationModel:
 
         Returns
         -------
-        Image
-            Label map (uint8) on ``image``'s exact grid, or probabilities.
+        LabelMap or Image
+            Label map (uint8, with the label names) on ``image``'s exact grid, or probabilities.
         """
         if image.ndim != self.config.dims:
             raise ModelError(
@@ -107,7 +144,12 @@ class SegmentationModel:
 
     def __repr__(self) -> str:
         c = self.config
-        return f"SegmentationModel({c.name!r}, {c.dims}D {c.network.name}, labels={c.label_names[1:]}, device={self.device}, fingerprint={self.fingerprint})"
+        return f"SegmentationModel({c.name!r}, {c.dims}D {c.network.name}, labels={c.label_names[1:]}, device={self.device}, fingerprint={self._fingerprint})"
+
+
+def is_model_dir(path: Path) -> bool:
+    """True for a medseg model directory (it holds ``model_card.json``) or that card file itself."""
+    return (path / CARD_NAME).is_file() if path.is_dir() else path.name == CARD_NAME and path.is_file()
 
 
 def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "auto") -> SegmentationModel:

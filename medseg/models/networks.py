@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 from monai.networks import nets
 
-from medseg.config import WorkflowConfig
 from medseg.errors import ConfigError
+
+if TYPE_CHECKING:  # the config validates itself by building its network here, so only the type is imported
+    from medseg.config import WorkflowConfig
 
 
 def build_network(config: WorkflowConfig, *, device: str | torch.device | None = None) -> torch.nn.Module:

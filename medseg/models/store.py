@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, ValidationError
 
+from medseg._files import read_json
 from medseg.atomic import atomic_path, write_text_atomic
 from medseg.config import WorkflowConfig, format_validation_error
 from medseg.errors import ModelError
@@ -111,10 +112,7 @@ def read_card(model_dir: Path) -> ModelCard:
     path = model_dir / CARD_NAME
     if not path.is_file():
         raise ModelError(f"not a medseg model directory: {CARD_NAME} is missing", model_dir)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"unreadable model card ({exc})", path) from exc
+    data = read_json(path, "model card", expect=dict, error=ModelError)
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:
@@ -130,28 +128,42 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         For a pickled object (a whole module, a custom class), a corrupt
         file, or anything that is not a mapping of names to tensors.
     """
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelError(
-            "refusing to load a pickled object: the weights file must be safetensors or a plain state dict "
-            "(torch.save(model.state_dict(), ...))",
-            path,
-        ) from exc
-    except Exception as exc:  # safetensors/torch raise assorted types for corrupt files
-        raise ModelError(
-            f"unreadable weights file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", path
-        ) from exc
+        except Exception as exc:  # safetensors raises assorted types for corrupt files
+            raise _unreadable(exc, "weights file", path) from exc
+    else:
+        state = torch_load(path, "weights file")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError("the weights file does not hold a state dict (a mapping of names to tensors)", path)
     return state
+
+
+def _unreadable(exc: Exception, what: str, path: Path) -> ModelError:
+    detail = " ".join(str(exc).split())[:160]
+    cause = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    return ModelError(f"unreadable {what}, truncated or corrupt ({cause})", path)
+
+
+def torch_load(path: Path, what: str, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)``; a pickled object or a corrupt or truncated file is a :class:`ModelError`."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):  # garbage bytes, not a refused object
+            raise _unreadable(exc, what, path) from exc
+        raise ModelError(
+            f"refusing to load a pickled object: the {what} may hold only tensors and plain values "
+            "(as torch.save(model.state_dict(), ...) writes)",
+            path,
+        ) from exc
+    except Exception as exc:  # torch raises assorted types for corrupt files
+        raise _unreadable(exc, what, path) from exc
 
 
 def load_weights_into(network: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

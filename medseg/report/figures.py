@@ -93,7 +93,7 @@ def _draw(
         ax.imshow(np.zeros(ref.shape), cmap="gray", vmin=0, vmax=1, aspect=aspect)
     if instances:
         ax.imshow(_instance_rgba(pred), aspect=aspect, interpolation="nearest")
-        edges = np.zeros(ref.shape + (4,))
+        edges = np.zeros((*ref.shape, 4))
         edges[find_boundaries(ref, mode="inner")] = to_rgba(REF_COLOUR)
         ax.imshow(edges, aspect=aspect, interpolation="nearest")
     else:

@@ -102,7 +102,7 @@ def _table(frame: pd.DataFrame, sortable: bool = True, table_id: str = "") -> st
     for row in frame.itertuples(index=False):
         cells = "".join(
             f'<td class="t">{_fmt(v)}</td>' if c in text_cols else f"<td>{_fmt(v)}</td>"
-            for c, v in zip(frame.columns, row)
+            for c, v in zip(frame.columns, row, strict=True)
         )
         body.append(f"<tr>{cells}</tr>")
     return f"<table{cls}{tid}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -268,10 +268,8 @@ def _html(per_case: pd.DataFrame, cases: Sequence[CaseRecord], summary: dict, ti
         )
         if rec.error:
             parts.append(f"<p class='err'>{html.escape(rec.error)}</p>")
-        for note in rec.notes:
-            parts.append(f"<p class='note'>{html.escape(note)}</p>")
-        for caption, png in rec.figures:
-            parts.append(_img(png, caption))
+        parts.extend(f"<p class='note'>{html.escape(note)}</p>" for note in rec.notes)
+        parts.extend(_img(png, caption) for caption, png in rec.figures)
         parts.append("</div>")
     if len(per_case):
         cols = [c for c in _TABLE_COLUMNS if c in per_case]

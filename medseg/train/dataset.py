@@ -16,17 +16,20 @@ together, each naming its file, before any training starts.
 
 from __future__ import annotations
 
-import json
+import math
 import os
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medseg._files import read_json
 from medseg.config import WorkflowConfig
 from medseg.errors import ConfigError, GeometryError, LabelError, MedsegError
 from medseg.io.image import Image
+from medseg.labelmap import label_values
 
 
 @dataclass
@@ -57,15 +60,17 @@ class DatasetSplit:
 
 def case_id(path: Path) -> str:
     """Case identifier from an image path (``case_001.nii.gz`` -> ``case_001``; nnU-Net's ``_0000`` dropped)."""
-    from medseg.infer import output_stem
+    from medseg.io.formats import strip_image_suffix
 
-    stem = output_stem(path)
+    stem = strip_image_suffix(Path(path).name)
     return stem[:-5] if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit() else stem
 
 
-def _check_labels_match(declared: dict[str, Any], config: WorkflowConfig, path: Path) -> None:
+def _check_labels_match(declared: Any, config: WorkflowConfig, path: Path) -> None:
     if not declared:
         return
+    if not isinstance(declared, dict):
+        raise ConfigError(f"'labels' must map indices to names, got {reprlib.repr(declared)}", path)
     try:  # MSD: {"0": "background"}; nnU-Net v2: {"background": 0}
         by_index = (
             {int(k): str(v) for k, v in declared.items()}
@@ -79,6 +84,36 @@ def _check_labels_match(declared: dict[str, Any], config: WorkflowConfig, path: 
         raise ConfigError(f"dataset labels {by_index} differ from the config's labels {expected}", path)
 
 
+def _entry(item: Any, where: str, source: Path) -> tuple[Path, Path]:
+    """The resolved (image, label) paths of one dataset.json entry; :class:`ConfigError` for a malformed one."""
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where} must be an object with 'image' and 'label', got {reprlib.repr(item)}", source)
+    missing = [key for key in ("image", "label") if key not in item]
+    if missing:
+        raise ConfigError(f"{where} has no {' and no '.join(repr(k) for k in missing)} key", source)
+    paths = []
+    for key in ("image", "label"):
+        value = item[key]
+        if key == "image" and isinstance(value, list) and len(value) == 1:  # MSD's list of modalities, one given
+            value = value[0]
+        if not isinstance(value, str) or not value.strip():
+            multi = " (multi-file images are not supported)" if key == "image" and isinstance(value, list) else ""
+            raise ConfigError(f"{where}.{key} must be one file path{multi}, got {reprlib.repr(item[key])}", source)
+        paths.append((source.parent / value).resolve())
+    return paths[0], paths[1]
+
+
+def _spacing(value: Any, dims: int, source: Path) -> tuple[float, ...]:
+    """``spacing_mm`` of dataset.json as a tuple of ``dims`` positive finite numbers."""
+    numbers = isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    if not numbers or len(value) != dims or not all(math.isfinite(v) and v > 0 for v in value):
+        raise ConfigError(
+            f"'spacing_mm' must be a list of {dims} positive numbers (mm per image axis), got {reprlib.repr(value)}",
+            source,
+        )
+    return tuple(float(v) for v in value)
+
+
 def read_dataset(dataset_json: str | os.PathLike[str], config: WorkflowConfig, *, seed: int = 0) -> DatasetSplit:
     """Parse ``dataset.json`` and split it into training and validation entries.
 
@@ -88,37 +123,28 @@ def read_dataset(dataset_json: str | os.PathLike[str], config: WorkflowConfig, *
     cases (at least one). A single-case dataset validates on its training case.
     """
     path = Path(dataset_json)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read dataset description ({exc.strerror})", path) from exc
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"dataset description is not valid JSON ({exc.msg}, line {exc.lineno})", path) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("training"), list) or not data["training"]:
+    data = read_json(path, "dataset description", expect=dict)
+    if not isinstance(data.get("training"), list) or not data["training"]:
         raise ConfigError("dataset.json needs a non-empty 'training' list of {image, label} entries", path)
+    if "validation" in data and not isinstance(data["validation"], list):
+        raise ConfigError(f"'validation' must be a list of entries, got {reprlib.repr(data['validation'])}", path)
     if config.label_source == "semantic":  # otherwise the file's labels describe the stored maps, not the targets
         _check_labels_match(data.get("labels") or {}, config, path)
-    root = path.parent
 
-    def entry(item: Any, where: str) -> tuple[Path, Path]:
-        if not isinstance(item, dict) or "image" not in item or "label" not in item:
-            raise ConfigError(f"{where}: each entry needs 'image' and 'label', got {item!r}", path)
-        image = item["image"][0] if isinstance(item["image"], list) and len(item["image"]) == 1 else item["image"]
-        if not isinstance(image, str):
-            raise ConfigError(f"{where}: multi-file images are not supported, got {item['image']!r}", path)
-        return (root / image).resolve(), (root / item["label"]).resolve()
-
-    training = [entry(it, f"training[{i}]") for i, it in enumerate(data["training"])]
+    training = [_entry(it, f"training[{i}]", path) for i, it in enumerate(data["training"])]
     fold = config.train.fold
-    if isinstance(data.get("validation"), list) and data["validation"]:
-        val = [entry(it, f"validation[{i}]") for i, it in enumerate(data["validation"])]
+    if data.get("validation"):
+        val = [_entry(it, f"validation[{i}]", path) for i, it in enumerate(data["validation"])]
         train, how = training, "the 'validation' list of dataset.json"
     elif fold is not None:
         folds = [it.get("fold") for it in data["training"]]
-        if any(f is None for f in folds):
-            raise ConfigError(f"train.fold={fold} is set but some training entries have no 'fold' key", path)
-        val = [e for e, f in zip(training, folds) if f == fold]
-        train = [e for e, f in zip(training, folds) if f != fold]
+        bad = next((i for i, f in enumerate(folds) if not isinstance(f, int) or isinstance(f, bool)), None)
+        if bad is not None:
+            raise ConfigError(
+                f"train.fold={fold} is set but training[{bad}] has no integer 'fold' key, got {folds[bad]!r}", path
+            )
+        val = [e for e, f in zip(training, folds, strict=True) if f == fold]
+        train = [e for e, f in zip(training, folds, strict=True) if f != fold]
         if not val or not train:
             raise ConfigError(
                 f"fold {fold} leaves no {'validation' if not val else 'training'} cases; folds: {sorted(set(folds))}",
@@ -136,7 +162,7 @@ def read_dataset(dataset_json: str | os.PathLike[str], config: WorkflowConfig, *
         how = f"{n_val} of {len(training)} cases held out at random (seed {seed})"
     options = {}
     if "spacing_mm" in data:  # MSD extension for 2D raster data sets without trustworthy pixel size in the files
-        options["spacing"] = tuple(float(s) for s in data["spacing_mm"])
+        options["spacing"] = _spacing(data["spacing_mm"], config.dims, path)
     return DatasetSplit(
         name=str(data.get("name") or path.parent.name), train=train, val=val, how=how, load_options=options
     )
@@ -201,11 +227,10 @@ def check_case(image: Image, label: Image, config: WorkflowConfig, label_path: P
         from medseg.io.resample import resample_to
 
         label = resample_to(label, image, "nearest")
-    stored = label.array
-    if not np.issubdtype(stored.dtype, np.integer) and not (
-        np.all(np.isfinite(stored)) and np.array_equal(stored, np.round(stored))
-    ):
-        return label, [*problems, "label map holds non-integer values"]
+    try:
+        stored = label_values(label.array)
+    except LabelError as exc:
+        return label, [*problems, exc.reason]
     arr = training_targets(stored, config.label_source)
     values = np.unique(arr).astype(np.int64)
     allowed = set(config.labels.values())
@@ -229,11 +254,20 @@ def load_cases(
     medseg.errors.LabelError
         When any case fails a check (its read errors included).
     """
-    from medseg.io import RASTER_SUFFIXES, load
+    from medseg.io import load
+    from medseg.annotations import is_annotation_file, load_annotation_labels
+    from medseg.io.formats import format_of
 
     def read(path: Path) -> Image:
-        raster = path.name.lower().endswith(RASTER_SUFFIXES)
+        raster = (fmt := format_of(path)) is not None and fmt.family == "raster"
         return load(path, **(load_options or {})) if raster else load(path)
+
+    def read_label(path: Path, image: Image) -> Image:
+        """A label file, or an annotation file (COCO, GeoJSON, LabelMe, CVAT) rasterised on ``image``'s grid."""
+        if not is_annotation_file(path):
+            return read(path)
+        by_class = None if config.label_source == "instances" else {n: i for n, i in config.labels.items() if i}
+        return load_annotation_labels(path, image, classes=by_class)
 
     cases, problems = [], []
     for image_path, label_path in entries:
@@ -243,7 +277,7 @@ def load_cases(
             problems.append(f"{image_path}: {exc.reason}")
             continue
         try:
-            label = read(label_path)
+            label = read_label(label_path, image)
         except MedsegError as exc:
             problems.append(f"{label_path}: {exc.reason}")
             continue

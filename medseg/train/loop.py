@@ -24,9 +24,9 @@ import torch
 from medseg import __version__
 from medseg.atomic import atomic_path, write_text_atomic
 from medseg.config import WorkflowConfig, as_config
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, ModelError, WriteError
 from medseg.models.networks import build_network
-from medseg.models.store import CARD_NAME, save_model_dir
+from medseg.models.store import CARD_NAME, save_model_dir, torch_load
 from medseg.preprocess import resolve_device
 from medseg.train.dataset import Case, load_cases, read_dataset
 
@@ -128,7 +128,7 @@ def _validate(
         pred = torch.argmax(probs, dim=1, keepdim=True)
         metric(one_hot(pred, config.n_labels), one_hot(y.long(), config.n_labels))
     per_label = metric.aggregate().cpu().numpy()
-    return {name: float(v) for name, v in zip(config.label_names[1:], per_label)}
+    return {name: float(v) for name, v in zip(config.label_names[1:], per_label, strict=True)}
 
 
 def _progress(enabled: bool):
@@ -218,9 +218,16 @@ def train(
     cfg = as_config(config)
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT_NAME
+    if out.exists() and not out.is_dir():
+        raise WriteError("is a file, but the output of training is a folder", out)
     if not resume and (ckpt_path.exists() or (out / CARD_NAME).exists()):
         raise ConfigError("output folder already holds a training run; resume it or choose another folder", out)
+    if max_epochs is not None and max_epochs < 1:
+        raise ConfigError(f"must be at least 1, got {max_epochs}", "max_epochs")
+    if max_minutes is not None and not max_minutes > 0:
+        raise ConfigError(f"must be a positive number of minutes, got {max_minutes}", "max_minutes")
     dev = resolve_device(cfg.device if device == "auto" else device)
+    checkpoint = torch_load(ckpt_path, "checkpoint", map_location=dev) if resume and ckpt_path.is_file() else None
     n_epochs = max_epochs or cfg.train.max_epochs
     budget_s = 60.0 * (max_minutes or cfg.train.max_minutes or math.inf)
     command = " ".join(
@@ -243,8 +250,8 @@ def train(
     data = _Data(cfg, train_cases, val_cases, dev)
     torch.manual_seed(seed)
     run = _Run(cfg, dev, n_epochs, budget_s)
-    if resume and ckpt_path.is_file():
-        run.restore(torch.load(ckpt_path, map_location=dev, weights_only=True))
+    if checkpoint is not None:
+        run.restore(checkpoint, ckpt_path)
     log = _Log(out / LOG_NAME, cfg.label_names[1:], resume)
     provenance = {
         "how": "medseg train",
@@ -428,16 +435,24 @@ class _Run:
             "elapsed_s": self.elapsed_s,
         }
 
-    def restore(self, ck: dict[str, Any]) -> None:
-        """Continue from a :meth:`checkpoint`."""
-        self.network.load_state_dict(ck["network"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.progress = float(ck.get("progress", 0.0))  # checkpoints of earlier versions: epochs decide
-        self.scaler.load_state_dict(ck["scaler"])
-        self.best_state, self.best_dice_per_label = dict(ck["best_network"]), dict(ck["best_dice_per_label"])
-        self.epoch, self.stale = int(ck["epoch"]), int(ck["stale"])
-        self.best_dice, self.best_epoch = float(ck["best_dice"]), int(ck["best_epoch"])
-        self.elapsed_before = float(ck["elapsed_s"])
+    def restore(self, ck: Any, path: Path) -> None:
+        """Continue from a :meth:`checkpoint` read from ``path``; :class:`ModelError` when it does not fit."""
+        if not isinstance(ck, dict):
+            raise ModelError(f"not a medseg training checkpoint (holds a {type(ck).__name__})", path)
+        try:
+            self.network.load_state_dict(ck["network"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.progress = float(ck.get("progress", 0.0))  # checkpoints of earlier versions: epochs decide
+            self.scaler.load_state_dict(ck["scaler"])
+            self.best_state, self.best_dice_per_label = dict(ck["best_network"]), dict(ck["best_dice_per_label"])
+            self.epoch, self.stale = int(ck["epoch"]), int(ck["stale"])
+            self.best_dice, self.best_epoch = float(ck["best_dice"]), int(ck["best_epoch"])
+            self.elapsed_before = float(ck["elapsed_s"])
+        except KeyError as exc:
+            raise ModelError(f"not a medseg training checkpoint (no {exc.args[0]!r} entry)", path) from exc
+        except (RuntimeError, TypeError, ValueError) as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise ModelError(f"checkpoint does not fit this workflow config ({detail})", path) from exc
 
 
 def _monai_version() -> str:

@@ -1,0 +1,134 @@
+"""QuPath GeoJSON: a FeatureCollection of annotation, detection or cell objects.
+
+Coordinates are full-resolution (level 0) pixels, ``x`` the column and ``y``
+the row, pixel ``(0, 0)`` covering ``[0, 1] x [0, 1]``; polygons may have holes
+and an object may be a MultiPolygon. Each feature carries ``properties``:
+``objectType`` (``"annotation"``, ``"detection"``, ``"cell"``),
+``classification`` (``{"name", "color": [r, g, b]}``; QuPath 0.2's
+``colorRGB`` and derived ``names`` are read too) and ``measurements`` (a map,
+or QuPath 0.2's list of ``{name, value}``). Features without a polygon (points,
+lines) are skipped; a cell's ``geometry`` is its cell boundary.
+
+medseg writes one feature per label value: a UUID ``id`` (stable for a given
+image name and value), closed rings with the exterior counterclockwise in
+``(x, y)`` (positive signed area) and holes the other way, ``objectType``
+``"annotation"`` unless asked otherwise, and the class name with a colour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from shapely.geometry import Polygon
+from shapely.geometry.polygon import orient
+
+from medseg.annotations.objects import AnnotatedImage, AnnotatedObject, Drawing, ring, vertex_list
+from medseg.atomic import write_text_atomic
+from medseg.errors import AnnotationError
+
+OBJECT_TYPES = ("annotation", "detection", "cell", "tile")
+
+
+def _features(data: Any, path: str | os.PathLike[str]) -> list[Any]:
+    if isinstance(data, list):
+        return data
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind == "FeatureCollection" and isinstance(data.get("features"), list):
+        return data["features"]
+    if kind == "Feature":
+        return [data]
+    if kind in ("Polygon", "MultiPolygon", "GeometryCollection"):
+        return [{"type": "Feature", "geometry": data}]
+    raise AnnotationError("a GeoJSON file needs a FeatureCollection, a Feature or a list of features", path)
+
+
+def _polygons(geometry: Any, where: str, path: str | os.PathLike[str]) -> list[Polygon]:
+    """The polygons of a GeoJSON geometry (points and lines give none)."""
+    if not isinstance(geometry, dict):
+        return []
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+    if kind == "GeometryCollection":
+        return [p for g in geometry.get("geometries") or [] for p in _polygons(g, where, path)]
+    if kind not in ("Polygon", "MultiPolygon"):
+        return []
+    if not isinstance(coords, list) or not all(isinstance(r, list) and r for r in coords):
+        raise AnnotationError(f"{where}: {kind} coordinates must be a non-empty list of rings", path)
+    polys = [coords] if kind == "Polygon" else coords
+    return [
+        Polygon(ring(p[0], where, path), [ring(h, f"{where}, hole {k}", path) for k, h in enumerate(p[1:], start=1)])
+        for p in polys
+    ]
+
+
+def _classification(value: Any) -> tuple[str, tuple[int, int, int] | None]:
+    """Class name and colour of a QuPath classification (``""`` when unclassified)."""
+    if isinstance(value, str):
+        return value, None
+    if not isinstance(value, dict):
+        return "", None
+    name = value.get("name") or ": ".join(map(str, value.get("names") or []))
+    color = value.get("color")
+    if isinstance(value.get("colorRGB"), int):  # packed (A)RGB of QuPath 0.2
+        c = value["colorRGB"]
+        color = ((c >> 16) & 255, (c >> 8) & 255, c & 255)
+    return str(name), (tuple(int(v) for v in color[:3]) if isinstance(color, list | tuple) else None)  # type: ignore[misc]
+
+
+def _measurements(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return {str(m.get("name")): m.get("value") for m in value if isinstance(m, dict)}
+    return {}
+
+
+def read(data: Any, path: str | os.PathLike[str]) -> list[AnnotatedImage]:
+    """The objects of a parsed QuPath GeoJSON file (one image, size unknown)."""
+    objects, skipped = [], 0
+    for k, feature in enumerate(_features(data, path), start=1):
+        if not isinstance(feature, dict):
+            raise AnnotationError(f"feature {k} is not a GeoJSON object", path)
+        props = feature.get("properties") or {}
+        fid = feature.get("id", props.get("id"))
+        where = f"feature {k}" + (f" (id {fid})" if fid is not None else "")
+        polygons = _polygons(feature.get("geometry"), where, path)
+        if not polygons:
+            skipped += 1
+            continue
+        label, color = _classification(props.get("classification"))
+        info = {"id": fid, "object_type": str(props.get("objectType", "annotation")), "color": color}
+        if props.get("name"):
+            info["name"] = str(props["name"])
+        if props.get("measurements"):
+            info["measurements"] = _measurements(props["measurements"])
+        objects.append(AnnotatedObject(label, where, polygons, properties=info))
+    image = AnnotatedImage("geojson", objects)
+    if skipped:
+        image.notes.append(f"{skipped} features without a polygon (points, lines) skipped")
+    return [image]
+
+
+def write(drawing: Drawing, path: str | os.PathLike[str], object_type: str = "annotation") -> None:
+    """Write one image's instances as a QuPath GeoJSON FeatureCollection."""
+    if object_type not in OBJECT_TYPES:
+        raise AnnotationError(f"objectType must be one of {', '.join(OBJECT_TYPES)}, got {object_type!r}", path)
+    features = []
+    for inst in drawing.instances:
+        rings = [
+            [vertex_list(r.coords, closed=True) for r in (p.exterior, *p.interiors)]
+            for p in (orient(q, 1.0) for q in inst.polygons.geoms)
+        ]
+        geometry = (
+            {"type": "Polygon", "coordinates": rings[0]}
+            if len(rings) == 1
+            else {"type": "MultiPolygon", "coordinates": rings}
+        )
+        props: dict[str, Any] = {"objectType": inst.properties.get("object_type", object_type)}
+        if inst.label:
+            props["classification"] = {"name": inst.label, "color": list(inst.color())}
+        features.append(
+            {"type": "Feature", "id": inst.object_id(drawing.image_name), "geometry": geometry, "properties": props}
+        )
+    write_text_atomic(path, json.dumps({"type": "FeatureCollection", "features": features}))

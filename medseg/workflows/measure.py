@@ -1,0 +1,104 @@
+"""``medseg measure``: tables of existing label maps (a file, or a folder paired with a folder of scans)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from medseg.atomic import atomic_path
+from medseg.errors import ReadError, WriteError
+from medseg.io import load
+from medseg.io.formats import is_image_file, strip_image_suffix
+from medseg.measurement import measure
+
+TABLE_SUFFIXES = (".csv", ".json", ".parquet")
+
+
+def write_table(table: pd.DataFrame, path: Path) -> Path:
+    """Write a DataFrame as CSV, JSON (a list of records) or Parquet, chosen by suffix, atomically."""
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise WriteError(f"unknown table format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}", path)
+    try:
+        with atomic_path(path) as tmp:
+            if suffix == ".csv":
+                table.to_csv(tmp, index=False)
+            elif suffix == ".json":
+                table.to_json(tmp, orient="records", indent=1)
+            else:
+                table.to_parquet(tmp, index=False)
+    except OSError as exc:
+        raise WriteError(f"cannot write the table ({exc})", path) from exc
+    return path
+
+
+def _label_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p) and p.suffix.lower() != ".dcm")
+
+
+def _stem(path: Path) -> str:
+    """File name without its format suffix (``case01.nii.gz`` -> ``case01``)."""
+    return strip_image_suffix(path.name)
+
+
+def _matching_image(label_file: Path, image_folder: Path) -> Path:
+    """The image for ``label_file`` in ``image_folder``: same name, or the nnU-Net ``<case>_0000`` name."""
+    stem = _stem(label_file)
+    for candidate in sorted(image_folder.iterdir()):
+        if _stem(candidate) in (stem, f"{stem}_0000"):
+            return candidate
+    raise ReadError(f"no image named {stem}.* or {stem}_0000.* for label map {label_file.name}", image_folder)
+
+
+def measure_files(
+    labels: Path,
+    image: Path | None = None,
+    *,
+    label_names: Mapping[int, str] | None = None,
+    instances: bool = False,
+    shape: bool = True,
+    connectivity: int | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """Measure a label map (or every label map in a folder) with :func:`medseg.measure`.
+
+    A folder of label maps pairs with a folder of scans by name (``case.nii.gz``
+    with ``case.*`` or nnU-Net's ``case_0000.*``); the table then starts with a
+    ``file`` column. ``warn`` receives each measurement warning (unknown
+    spacing, empty maps). Returns the table and the number of label maps.
+    """
+    if not labels.exists():
+        raise ReadError("no such file or folder", labels)
+    if labels.is_dir():
+        files = _label_files(labels)
+        if not files:
+            raise ReadError("no label map files (NIfTI, NRRD, MHA, PNG, TIFF) in this folder", labels)
+        if image is not None and not image.is_dir():
+            raise ReadError("with a folder of label maps, --image must be a folder of images", image)
+        pairs = [(f, _matching_image(f, image) if image else None) for f in files]
+    else:
+        pairs = [(labels, image)]
+    tables = []
+    for label_file, image_file in pairs:
+        scan = load(image_file) if image_file else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            table = measure(
+                load(label_file),
+                scan,
+                label_names=label_names,
+                instances=instances,
+                shape=shape,
+                connectivity=connectivity,
+            )
+        if warn is not None:
+            for warning in caught:
+                warn(str(warning.message))
+        if labels.is_dir():
+            table.insert(0, "file", label_file.name)
+        tables.append(table)
+    result = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+    return result, len(pairs)
