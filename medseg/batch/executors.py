@@ -162,7 +162,7 @@ class LocalExecutor:
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}")
         if case_timeout_s is not None and not case_timeout_s > 0:
-            raise ConfigError(f"--case-timeout must be a positive number of seconds, got {case_timeout_s}")
+            raise ConfigError(f"must be a positive number of seconds, got {case_timeout_s}", "--case-timeout")
         self.pipeline, self.spec, self.workers, self.case_timeout_s = pipeline, spec, workers, case_timeout_s
 
     def run(self, cases: Sequence[Case], output_dir: str) -> Iterator[dict[str, Any]]:

@@ -86,8 +86,6 @@ FORMATS: tuple[Format, ...] = (
 # suffix -> format, longest suffix first so ".nii.gz" wins over ".gz"-less matches
 _BY_SUFFIX = sorted(((s, f) for f in FORMATS for s in f.suffixes), key=lambda sf: len(sf[0]), reverse=True)
 _DICOM = next(f for f in FORMATS if f.name == "dicom")
-IMAGE_SUFFIXES: tuple[str, ...] = tuple(s for s, _ in _BY_SUFFIX)
-"""Every suffix of a file medseg reads as an image, longest first."""
 
 
 def _resolve(spec: str) -> Callable[..., Any]:
@@ -157,7 +155,6 @@ def label_output_format(source: str | os.PathLike[str] | None, ndim: int) -> For
 
 __all__ = [
     "FORMATS",
-    "IMAGE_SUFFIXES",
     "Format",
     "format_named",
     "format_of",
