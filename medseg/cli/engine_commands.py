@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
-SEGMENTER_HELP = ("Model directory (medseg train output), MONAI bundle directory, or a registered segmenter spec "
-                  "SCHEME:NAME (see medseg.segmenters).")
+SEGMENTER_HELP = ("Model directory (medseg train output), MONAI bundle directory, nnU-Net v2 results folder "
+                  "(RESULTS/DatasetNNN_Name/Trainer__Plans__configuration), multi-model task file (YAML/JSON), or a "
+                  "registered segmenter spec SCHEME:NAME (see medseg.segmenters).")
 
 
 def train(
@@ -34,9 +35,44 @@ def train(
     typer.echo(f"model written to {model_dir} (validation Dice: {dice}; {card['training']['stopped']})")
 
 
-def segmenter_options(device: str) -> dict[str, str]:
-    """Loader options of ``load_segmenter`` from the CLI: ``device`` only when the user chose one."""
-    return {} if device == "auto" else {"device": device}
+def segmenter_options(device: str, *, folds: str | None = None, step_size: float | None = None,
+                      no_mirroring: bool = False, checkpoint: str | None = None) -> dict[str, object]:
+    """Loader options of ``load_segmenter`` from the CLI, each only when the user gave it.
+
+    ``device`` applies to every network kind; ``folds``, ``step_size``,
+    ``mirroring`` and ``checkpoint`` are nnU-Net's (results folders and tasks).
+    """
+    options: dict[str, object] = {} if device == "auto" else {"device": device}
+    if folds is not None:
+        options["folds"] = folds
+    if step_size is not None:
+        options["step_size"] = step_size
+    if no_mirroring:
+        options["mirroring"] = False
+    if checkpoint is not None:
+        options["checkpoint"] = checkpoint
+    return options
+
+
+_CLI_NAMES = {"folds": "--folds", "step_size": "--step-size", "mirroring": "--no-mirroring",
+              "checkpoint": "--checkpoint", "device": "--device"}  # fmt: skip
+
+
+def load_with_options(spec: str, options: dict[str, object]):  # -> Segmenter
+    """``load_segmenter(spec, **options)``; an option the segmenter's kind does not take is a ConfigError naming it."""
+    from medseg.errors import ConfigError
+    from medseg.segmenters import load_segmenter
+
+    try:
+        return load_segmenter(spec, **options)
+    except TypeError as exc:
+        text = str(exc)
+        bad = [k for k in options if f"'{k}'" in text and "keyword argument" in text]
+        if not bad:
+            raise
+        raise ConfigError(f"{_CLI_NAMES.get(bad[0], bad[0])} does not apply to this segmenter (nnU-Net results "
+                          "folders and task files take --folds, --step-size, --no-mirroring, --checkpoint)",
+                          spec) from None
 
 
 def segment(
@@ -51,15 +87,22 @@ def segment(
         None, "--tta/--no-tta", help="Mirroring test-time augmentation (default: model card)."
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    folds: str | None = typer.Option(None, "--folds", help="nnU-Net: folds to ensemble, e.g. '--folds 0 1' or "
+                                                            "'--folds all' (default: every fold_N present)."),
+    step_size: float | None = typer.Option(None, "--step-size", help="nnU-Net: sliding-window step as a fraction "
+                                                                      "of the patch (default 0.5)."),
+    no_mirroring: bool = typer.Option(False, "--no-mirroring", help="nnU-Net: no test-time mirroring."),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="nnU-Net: final (checkpoint_final.pth, "
+                                                                      "default) or best (checkpoint_best.pth)."),
 ) -> None:
     """Segment images; each label map lands on its input's exact grid."""
     from medseg.io.formats import format_named
-    from medseg.segmenters import load_segmenter
     from medseg.workflows import segment_files
 
     if fmt is not None:
         format_named(fmt)  # an unknown format fails before any model work
-    segmenter = load_segmenter(str(model), **segmenter_options(device))
+    segmenter = load_with_options(str(model), segmenter_options(device, folds=folds, step_size=step_size,
+                                                             no_mirroring=no_mirroring, checkpoint=checkpoint))
     options = {} if tta is None else {"tta": tta}
     for path in segment_files(segmenter, list(inputs), out, output_format_name=fmt, probabilities=probabilities,
                               **options):

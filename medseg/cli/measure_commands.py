@@ -8,8 +8,25 @@ from typing import Annotated
 import typer
 
 from medseg._files import read_label_names
-from medseg.errors import WriteError
+from medseg.errors import ConfigError, WriteError
 from medseg.workflows.measure import TABLE_SUFFIXES, measure_files, write_table
+
+
+def _totalsegmentator(labels: Path, out: Path, image: Path | None, names: Path | None) -> None:
+    """``--format totalsegmentator``: TotalSegmentator's statistics.json of one label map (and its scan)."""
+    import json
+
+    from medseg.atomic import write_text_atomic
+    from medseg.errors import ReadError
+    from medseg.workflows.measure import totalsegmentator_statistics
+
+    if out.suffix.lower() != ".json":
+        raise WriteError("--format totalsegmentator writes JSON: give --out statistics.json", out)
+    if labels.is_dir():
+        raise ReadError("--format totalsegmentator measures one label map (and its scan), not a folder", labels)
+    stats = totalsegmentator_statistics(labels, image, read_label_names(names) if names else None)
+    write_text_atomic(out, json.dumps(stats, indent=4) + "\n")
+    typer.echo(f"{len(stats)} structures -> {out}")
 
 
 def register(app: typer.Typer) -> None:
@@ -37,8 +54,18 @@ def register(app: typer.Typer) -> None:
         connectivity: Annotated[
             int | None, typer.Option(help="4/8 (2D) or 6/18/26 (3D) for --instances; full by default.")
         ] = None,
+        fmt: Annotated[
+            str, typer.Option("--format", help="table (one row per label; .csv/.json/.parquet by --out) or "
+                                               "totalsegmentator (TotalSegmentator's statistics.json: volume in "
+                                               "mm3 and mean intensity per structure, plus touches_border).")
+        ] = "table",
     ) -> None:
         """Measure label maps: one row per label (and per object) with volumes, shape and intensity statistics."""
+        if fmt not in ("table", "totalsegmentator"):
+            raise ConfigError(f"unknown --format {fmt!r} (table or totalsegmentator)", "--format")
+        if fmt == "totalsegmentator":
+            _totalsegmentator(labels, out, image, names)
+            return
         if out.suffix.lower() not in TABLE_SUFFIXES:
             raise WriteError(f"unknown table format {out.suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}", out)
         label_names = read_label_names(names) if names else None

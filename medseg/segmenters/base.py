@@ -106,6 +106,13 @@ def _resolve(target: str | Callable[..., Any]) -> Callable[..., Any]:
 
 
 _BUILTIN: list[SegmenterKind] = [
+    # nnU-Net first: its detect needs no torch, and a results folder is never a medseg model directory
+    SegmenterKind("nnU-Net v2 results folder", "medseg.models.nnunet.segmenter:load_nnunet",
+                  detect="medseg.models.nnunet.detect:is_nnunet_folder",
+                  looks_like="a folder with plans.json, dataset.json and fold_*/checkpoint_final.pth"),
+    SegmenterKind("nnU-Net multi-model task", "medseg.models.nnunet.task:load_task",
+                  detect="medseg.models.nnunet.detect:is_task_file",
+                  looks_like="a YAML/JSON file with a 'parts' list of nnU-Net results folders"),
     SegmenterKind("medseg model", "medseg.models.model:load_model", detect="medseg.models.model:is_model_dir",
                   looks_like="a folder with model_card.json"),
     SegmenterKind("MONAI bundle", "medseg.models.model:load_model", detect="medseg.models.bundle:is_bundle",

@@ -35,6 +35,46 @@ def write_table(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def totalsegmentator_statistics(labels_path: Path, image_path: Path | None,
+                                label_names: Mapping[int, str] | None = None) -> dict[str, dict[str, object]]:
+    """TotalSegmentator's ``statistics.json`` of a label map: ``{name: {"volume": mm3, "intensity": mean}}``.
+
+    Every named structure is listed (absent ones with volume 0 and intensity 0,
+    as TotalSegmentator writes them); the intensity is the mean of the scan
+    inside the structure (the label map is matched to the scan in world space),
+    rounded to 5 decimals like TotalSegmentator's. Where TotalSegmentator
+    writes zeroes for a structure cut by the image edge, medseg keeps the
+    measured values and adds ``"touches_border": true`` (its size is a lower
+    bound); every entry carries the flag.
+
+    ``label_names`` default to the values present in the map, named ``label_<value>``.
+    """
+    labels = load(labels_path)
+    scan = load(image_path) if image_path is not None else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = measure(labels, scan, shape=False)
+    rows = {int(r["label"]): r for r in table.to_dict("records")}
+    names = dict(label_names) if label_names else {v: f"label_{v}" for v in sorted(rows)}
+    intensity = next((c for c in table.columns if c.startswith("mean_") and not c.startswith("mean_intensity_c")),
+                     None)  # fmt: skip
+    size = "volume_mm3" if "volume_mm3" in table.columns else next(
+        (c for c in ("area_mm2", "area_um2", "area_px", "volume_px") if c in table.columns), None)
+    stats: dict[str, dict[str, object]] = {}
+    for value, name in sorted(names.items()):
+        row = rows.get(int(value))
+        if row is None:
+            stats[name] = {"volume": 0.0, "intensity": 0.0, "touches_border": False}
+            continue
+        mean = row.get(intensity) if intensity else None
+        stats[name] = {
+            "volume": float(row[size]) if size else float(row["voxel_count"]),
+            "intensity": round(float(mean), 5) if mean is not None else 0.0,
+            "touches_border": bool(row["touches_border"]),
+        }
+    return stats
+
+
 def _label_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p) and p.suffix.lower() != ".dcm")
 
