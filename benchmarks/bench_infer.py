@@ -41,10 +41,10 @@ from monai.inferers import sliding_window_inference
 
 import medseg
 from benchmarks._record import record
-from medseg.infer import segment_files
 from medseg.io.image import Image
 from medseg.models import ModelCard, SegmentationModel, build_network
 from medseg.preprocess import Preprocessor
+from medseg.workflows import segment_files
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CT = REPO.parent / "shared" / "data" / "ct_3mm_long.nii.gz"

@@ -7,9 +7,10 @@ Run from the repository root::
 
 Sources are pydicom's test corpus (``pydicom.data.get_testdata_files()``, with
 the ``pydicom-data`` extra) and the NIfTI, PNG, TIFF, JPEG and DICOM files of
-``../shared/data``. Input ``i`` of seed ``s`` is fully determined by ``(s, i)``:
-a source file (format first, so that DICOM does not crowd out the rest) and
-one to three mutations: byte flips, truncation, a duplicated chunk, or an
+``../shared/data``, and its DICOM series folders (one slice mutated, the
+others linked, so that series assembly and the parallel decoders are reached).
+Input ``i`` of seed ``s`` is fully determined by ``(s, i)``: a source (format
+first, so that DICOM does not crowd out the rest) and one to three mutations: byte flips, truncation, a duplicated chunk, or an
 overwritten header field that the format's reader trusts (DICOM element
 values, VR bytes and encapsulated fragment headers; NIfTI dims, datatype,
 vox_offset, pixdim and scaling; PNG IHDR, its CRC recomputed; TIFF IFD
@@ -31,6 +32,7 @@ is 0 escapes, 0 slow, 0 crashes, 0 unclear messages.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gzip
 import logging
@@ -39,6 +41,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import struct
 import sys
@@ -60,7 +63,7 @@ SLOW_S = 10.0  # an input keeping the loader busy (CPU seconds) longer than this
 WALL_LIMIT_S = 120.0  # a worker silent this long (wall clock) is killed even when idle (a deadlock)
 _POLL_S = 0.25  # how often the CPU time of busy workers is read
 MEMORY_LIMIT_BYTES = 6 << 30  # address space per worker: a trusted giant declared size fails instead of swapping
-FORMAT_WEIGHTS = {"dicom": 0.5, "nifti": 0.15, "png": 0.12, "tiff": 0.12, "jpeg": 0.11}
+FORMAT_WEIGHTS = {"dicom": 0.45, "series": 0.05, "nifti": 0.15, "png": 0.12, "tiff": 0.12, "jpeg": 0.11}
 _SHARED_SUFFIXES = {".nii.gz": "nifti", ".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".dcm": "dicom"}
 _LOAD_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm")
 OUTCOMES = ("ok", "error", "unclear", "escape", "slow", "crash")
@@ -70,11 +73,16 @@ FINDINGS = ("unclear", "escape", "slow", "crash")
 # ---- sources ------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Source:
-    """A file to mutate: its path, format (a key of :data:`FORMAT_WEIGHTS`) and the suffix its copies keep."""
+    """A file to mutate, or a DICOM series folder (format ``series``) one slice of which is mutated.
+
+    ``fmt`` is a key of :data:`FORMAT_WEIGHTS`; ``suffix`` the one the copies keep. ``beside`` marks a
+    DICOM SEG or RTSTRUCT, whose copies get the source's sibling folders (where its series lies).
+    """
 
     path: Path
     fmt: str
     suffix: str
+    beside: bool = False
 
 
 def _suffix(name: str) -> str:
@@ -90,27 +98,47 @@ def _is_dicom(path: Path) -> bool:
 
 
 def find_sources(shared: Path | None = SHARED_DATA) -> list[Source]:
-    """pydicom's test corpus plus the fuzzable files under ``shared`` (skipped when None or missing), sorted.
+    """pydicom's test corpus plus the fuzzable files under ``shared`` (None: the corpus only), sorted.
 
-    Raises
-    ------
-    FileNotFoundError
-        When ``shared`` is missing and ``MEDSEG_REQUIRE_SHARED_DATA`` is set (CI).
+    A missing ``shared`` folder is skipped, unless ``MEDSEG_REQUIRE_SHARED_DATA``
+    is set (CI): then it raises FileNotFoundError.
     """
     from pydicom.data import get_testdata_files
 
     found = {Path(p) for p in get_testdata_files() if Path(p).is_file() and _is_dicom(Path(p))}
-    sources = [Source(p, "dicom", _suffix(p.name)) for p in found]
-    if shared is not None and shared.is_dir():
-        for path in shared.rglob("*"):
+    sources = [Source(p, "dicom", _suffix(p.name), _is_label_object(p)) for p in found]
+    if shared is not None and not shared.is_dir():
+        if os.environ.get("MEDSEG_REQUIRE_SHARED_DATA", "") not in ("", "0"):
+            raise FileNotFoundError(f"shared data not found at {shared} and MEDSEG_REQUIRE_SHARED_DATA is set")
+        shared = None
+    for path in shared.rglob("*") if shared is not None else ():
+        if path.is_file():
             fmt = next((f for s, f in _SHARED_SUFFIXES.items() if path.name.lower().endswith(s)), None)
-            if fmt is None and path.is_file() and not path.suffix and _is_dicom(path):
-                fmt = "dicom"
-            if fmt is not None and path.is_file():
-                sources.append(Source(path, fmt, _suffix(path.name)))
-    elif os.environ.get("MEDSEG_REQUIRE_SHARED_DATA", "") not in ("", "0"):
-        raise FileNotFoundError(f"shared data not found at {shared} and MEDSEG_REQUIRE_SHARED_DATA is set")
+            if fmt is not None or _is_dicom(path):  # DICOM files often have no suffix, or a UID for one
+                fmt = fmt or "dicom"
+                sources.append(Source(path, fmt, _suffix(path.name), fmt == "dicom" and _is_label_object(path)))
+        elif len(_series_files(path)) > 1:
+            sources.append(Source(path, "series", ""))
     return sorted(sources, key=lambda s: str(s.path))
+
+
+def _is_label_object(path: Path) -> bool:
+    """True for a DICOM SEG or RTSTRUCT (by Modality), which medseg reads on the grid of the series it references."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the corpus's odd files make pydicom warn
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+        return str(ds.get("Modality", "")).upper() in ("SEG", "RTSTRUCT")
+    except Exception:  # noqa: BLE001 - a corpus file pydicom cannot read is fuzzed as a plain file
+        return False
+
+
+def _series_files(folder: Path) -> list[Path]:
+    """The DICOM files of a folder that holds nothing else (no subfolders), sorted; [] otherwise."""
+    children = sorted(folder.iterdir())
+    return children if all(p.is_file() and _is_dicom(p) for p in children) else []
 
 
 @functools.cache
@@ -336,10 +364,19 @@ def _codestream_field(rng: random.Random, data: bytearray) -> str | None:
         return None
     kind, at = rng.choice(spots)
     if kind == "SOF":  # FFCx Lf(2) P(1) Y(2) X(2) Nf(1)
-        name, offset, fmt = rng.choice((("precision", 4, ">B"), ("height", 5, ">H"), ("width", 7, ">H"), ("Nf", 9, ">B")))
+        name, offset, fmt = rng.choice(
+            (("precision", 4, ">B"), ("height", 5, ">H"), ("width", 7, ">H"), ("Nf", 9, ">B"))
+        )
     else:  # FF51 Lsiz(2) Rsiz(2) Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz (4 each) Csiz(2) Ssiz(1)
         name, offset, fmt = rng.choice(
-            (("Xsiz", 6, ">I"), ("Ysiz", 10, ">I"), ("XTsiz", 22, ">I"), ("YTsiz", 26, ">I"), ("Csiz", 38, ">H"), ("Ssiz", 40, ">B"))
+            (
+                ("Xsiz", 6, ">I"),
+                ("Ysiz", 10, ">I"),
+                ("XTsiz", 22, ">I"),
+                ("YTsiz", 26, ">I"),
+                ("Csiz", 38, ">H"),
+                ("Ssiz", 40, ">B"),
+            )
         )
     if at + offset + struct.calcsize(fmt) > len(data):
         return None
@@ -409,7 +446,9 @@ def _png_field(rng: random.Random, data: bytearray) -> str | None:
     name = rng.choice(list(_IHDR_FIELDS))
     offset, fmt = _IHDR_FIELDS[name]
     original = struct.unpack_from(fmt, data, offset)[0]
-    new = _near(rng, original, _INT32 if fmt == ">I" else (0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 32), 1 << (8 * struct.calcsize(fmt)))
+    new = _near(
+        rng, original, _INT32 if fmt == ">I" else (0, 1, 2, 3, 4, 5, 6, 7, 8, 16, 32), 1 << (8 * struct.calcsize(fmt))
+    )
     _set_struct(data, offset, fmt, new)
     _set_struct(data, 29, ">I", zlib.crc32(data[12:29]))
     return f"PNG IHDR {name} {original} -> {new}"
@@ -473,6 +512,7 @@ def _tiff_field(rng: random.Random, data: bytearray) -> str | None:
 
 _FIELD_MUTATORS: dict[str, tuple[Callable[[random.Random, bytearray], str | None], ...]] = {
     "dicom": (_dicom_field, _dicom_field, _dicom_field, _fragment_field, _codestream_field),
+    "series": (_dicom_field, _dicom_field, _dicom_field, _fragment_field, _codestream_field),
     "nifti": (_nifti_field,),
     "png": (_png_field,),
     "tiff": (_tiff_field,),
@@ -483,21 +523,61 @@ _FIELD_MUTATORS: dict[str, tuple[Callable[[random.Random, bytearray], str | None
 # ---- inputs -------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Mutant:
-    """Input ``index`` of a seed: the source it came from, the mutations applied and the resulting bytes."""
+    """Input ``index`` of a seed: the source, the mutations applied and the resulting bytes.
+
+    For a series source, ``member`` names the slice that ``data`` replaces.
+    """
 
     index: int
     source: Source
     mutations: tuple[str, ...]
     data: bytes
+    member: str = ""
 
     @property
     def name(self) -> str:
-        """File name with the source's suffix, e.g. ``000042.nii.gz``."""
+        """File (or series folder) name with the source's suffix, e.g. ``000042.nii.gz``."""
         return f"{self.index:06d}{self.source.suffix}"
 
     def describe(self) -> str:
         """One line: index, source file and mutations."""
-        return f"#{self.index} {self.source.path.name} ({self.source.fmt}): {'; '.join(self.mutations)}"
+        member = f"/{self.member}" if self.member else ""
+        return f"#{self.index} {self.source.path.name}{member} ({self.source.fmt}): {'; '.join(self.mutations)}"
+
+    def home(self, folder: Path) -> Path:
+        """The folder of its own the input is written to under ``folder``, so that no reader sees another input."""
+        return folder / f"{self.index:06d}" / "in"
+
+    def write(self, folder: Path) -> Path:
+        """Write the input into :meth:`home` and return the path to load.
+
+        A series becomes that folder: links to the other slices plus the
+        mutated one. A SEG or RTSTRUCT lies beside link copies of its source's
+        sibling folders, where it finds the series it references.
+        """
+        home = self.home(folder)
+        home.mkdir(parents=True)
+        if self.member:
+            for part in _series_files(self.source.path):
+                if part.name != self.member:
+                    (home / part.name).symlink_to(part)
+            (home / self.member).write_bytes(self.data)
+            return home
+        for sibling in self.source.path.parent.iterdir() if self.source.beside else ():
+            if sibling.is_dir() and not sibling.name.startswith("."):
+                _link_tree(sibling, home / sibling.name)
+        path = home / self.name
+        path.write_bytes(self.data)
+        return path
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Recreate the folders under ``source`` at ``target`` with links to its files (readers skip folder links)."""
+    for path in source.rglob("*"):
+        if path.is_file():
+            link = target / path.relative_to(source)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path)
 
 
 def make_mutant(seed: int, index: int, sources: Sequence[Source]) -> Mutant:
@@ -506,15 +586,16 @@ def make_mutant(seed: int, index: int, sources: Sequence[Source]) -> Mutant:
     formats = [f for f in FORMAT_WEIGHTS if any(s.fmt == f for s in sources)]
     fmt = rng.choices(formats, weights=[FORMAT_WEIGHTS[f] for f in formats])[0]
     source = rng.choice([s for s in sources if s.fmt == fmt])
+    member = rng.choice(_series_files(source.path)) if fmt == "series" else source.path
     inflate = fmt == "nifti" and source.path.name.lower().endswith(".gz") and rng.random() < 0.85
-    data = bytearray(_source_bytes(source.path, inflate))
+    data = bytearray(_source_bytes(member, inflate))
     mutations = ["inflated"] if inflate else []
     for _ in range(rng.choices((1, 2, 3), weights=(6, 3, 1))[0]):
         kind = rng.choices(("flip", "truncate", "duplicate", "field"), weights=(3, 1.5, 1.5, 6))[0]
         done = rng.choice(_FIELD_MUTATORS[fmt])(rng, data) if kind == "field" else None
         mutations.append(done or {"truncate": _truncate, "duplicate": _duplicate}.get(kind, _flip)(rng, data))
     out = gzip.compress(bytes(data), compresslevel=1, mtime=0) if inflate else bytes(data)
-    return Mutant(index, source, tuple(mutations), out)
+    return Mutant(index, source, tuple(mutations), out, member.name if fmt == "series" else "")
 
 
 # ---- workers ------------------------------------------------------------------------------------------------------
@@ -525,7 +606,9 @@ def _escape_site(exc: BaseException) -> str:
     where = ""
     if ours:
         f = ours[-1]
-        where = f" at {Path(f.filename).relative_to(REPO) if f.filename.startswith(str(REPO)) else f.filename}:{f.lineno}"
+        where = (
+            f" at {Path(f.filename).relative_to(REPO) if f.filename.startswith(str(REPO)) else f.filename}:{f.lineno}"
+        )
     return f"{type(exc).__module__}.{type(exc).__qualname__}{where}"
 
 
@@ -574,14 +657,13 @@ class _Worker:
     def __init__(self, ctx: Any, memory_bytes: int, quiet: bool) -> None:
         self._args = ctx, memory_bytes, quiet
         self.task: Mutant | None = None
-        self.path = Path()
+        self.path = self.root = Path()
         self._cpu0 = self._wall0 = 0.0
         self._start()
 
     def submit(self, mutant: Mutant, folder: Path) -> None:
         """Write ``mutant`` into ``folder`` and have the process load it."""
-        self.task, self.path = mutant, folder / mutant.name
-        self.path.write_bytes(mutant.data)
+        self.task, self.path, self.root = mutant, mutant.write(folder), mutant.home(folder).parent
         self._cpu0, self._wall0 = _cpu_seconds(self.proc.pid), time.perf_counter()
         self.conn.send(str(self.path))
 
@@ -607,10 +689,8 @@ class _Worker:
 
     def stop(self) -> None:
         """Ask the process to exit; kill it if it does not."""
-        try:
+        with contextlib.suppress(OSError):
             self.conn.send(None)
-        except OSError:
-            pass
         self.proc.join(5)
         self.proc.kill()
         self.conn.close()
@@ -647,8 +727,8 @@ class FuzzReport:
     def summary(self) -> str:
         """Counts, then one line per finding with the command that reproduces it."""
         counts = ", ".join(f"{k} {self.counts[k]}" for k in OUTCOMES)
-        lines = [f"seed {self.seed}, {self.n} inputs in {self.wall_s:.0f} s: {counts}; slowest load "
-                 f"{self.slowest_s:.1f} CPU s ({self.slowest})"]  # fmt: skip
+        slowest = f"slowest load {self.slowest_s:.1f} CPU s ({self.slowest})"
+        lines = [f"seed {self.seed}, {self.n} inputs in {self.wall_s:.0f} s: {counts}; {slowest}"]
         lines += [
             f"  {f.outcome}: {f.description} -> {f.detail} ({f.seconds:.1f} CPU s); reproduce: "
             f"python -m benchmarks.fuzz_load --seed {self.seed} --reproduce {f.index}"
@@ -709,7 +789,7 @@ def run(
                     else:
                         continue
                     _count(report, mutant, outcome, detail, cpu)  # type: ignore[arg-type]
-                    w.path.unlink(missing_ok=True)
+                    shutil.rmtree(w.root)
                     w.task = None
                     if progress is not None:
                         progress(report)
@@ -737,8 +817,7 @@ def reproduce(seed: int, index: int, sources: Sequence[Source], keep: Path | Non
     mutant = make_mutant(seed, index, sources)
     folder = keep or Path(tempfile.mkdtemp(prefix="medseg-fuzz-"))
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / mutant.name
-    path.write_bytes(mutant.data)
+    path = mutant.write(folder)
     print(f"{mutant.describe()}\nwritten to {path}")
     t0 = time.perf_counter()
     try:

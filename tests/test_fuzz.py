@@ -71,9 +71,11 @@ def test_decoder_guard_turns_base_exceptions_into_one_line_read_errors():
     class Panic(BaseException):  # what pyo3 raises for a Rust panic
         pass
 
-    with pytest.raises(ReadError, match=r"^f\.dcm: cannot decode \(RLE: index out of bounds\)$"):
-        with decoding("f.dcm", "cannot decode", "RLE"):
-            raise Panic("index\nout of bounds")
+    with (
+        pytest.raises(ReadError, match=r"^f\.dcm: cannot decode \(RLE: index out of bounds\)$"),
+        decoding("f.dcm", "cannot decode", "RLE"),
+    ):
+        raise Panic("index\nout of bounds")
 
 
 def _series_file(tmp_path: Path, **attributes) -> Path:

@@ -93,8 +93,27 @@ def test_screen_dpi_and_missing_tags_mean_unknown_spacing(tmp_path: Path) -> Non
     tifffile.imwrite(tmp_path / "screen.tif", np.zeros((4, 6), np.uint8), resolution=(72, 72), resolutionunit="INCH")
     img = load(tmp_path / "screen.tif")
     assert not img.spacing_known and any("72 dpi" in w for w in img.warnings)
-    PILImage.fromarray(np.zeros((4, 6), np.uint8)).save(tmp_path / "dpi.png", dpi=(300, 300))
-    assert not load(tmp_path / "dpi.png").spacing_known
+    for name in ("dpi.png", "dpi.jpg"):
+        PILImage.fromarray(np.zeros((4, 6), np.uint8)).save(tmp_path / name, dpi=(72, 72))
+        img = load(tmp_path / name)
+        assert not img.spacing_known and any("72 dpi is a software default" in w for w in img.warnings)
+
+
+@pytest.mark.parametrize(
+    ("name", "dpi", "expected_mm", "source"),
+    [
+        ("phys.png", (25.4 / 0.35, 25.4 / 0.35), (0.35, 0.35), "png_phys"),  # stored as 2857 px/m
+        ("phys.png", (300, 150), (0.08467, 0.16932), "png_phys"),  # 11811 and 5906 px/m
+        ("jfif.jpg", (200, 100), (0.127, 0.254), "jfif_density"),
+    ],
+)
+def test_png_phys_and_jpeg_jfif_density_give_spacing_in_mm(
+    tmp_path: Path, name: str, dpi: tuple[float, float], expected_mm: tuple[float, float], source: str
+) -> None:
+    PILImage.fromarray(np.zeros((4, 6), np.uint8)).save(tmp_path / name, dpi=dpi)
+    img = load(tmp_path / name)
+    assert img.spacing_known and img.meta["spacing_source"] == source and not img.warnings
+    assert img.spacing == pytest.approx(expected_mm, rel=1e-12)
 
 
 def test_tiff_stacks_imagej_spacing_and_channels(tmp_path: Path) -> None:

@@ -21,7 +21,8 @@ app = typer.Typer(
 )
 
 # One module per group of commands, in the order of the data flow.
-COMMAND_MODULES = ["io_commands", "engine_commands", "measure_commands", "evaluate_commands", "batch_commands"]
+COMMAND_MODULES = ["io_commands", "engine_commands", "measure_commands", "evaluate_commands", "batch_commands",
+                   "pacs_commands"]
 
 
 def _version_callback(value: bool) -> None:
@@ -41,13 +42,43 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"medseg.cli.{_name}").register(app)
 
 
+def join_option_values(args: list[str], option: str = "--folds") -> list[str]:
+    """``--folds 0 1 ...`` -> ``--folds 0,1``: the fold numbers (or ``all``) after the option become one value.
+
+    Options take one value on a typer command line; nnU-Net's ``-f 0 1`` style
+    is kept by joining the fold numbers that follow ``--folds`` (a path
+    argument named only by digits can still follow after ``--``).
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            out.extend(args[i:])
+            break
+        if arg == option and i + 1 < len(args):
+            values = [args[i + 1]]
+            i += 2
+            while i < len(args) and args[i].isdigit():
+                values.append(args[i])
+                i += 1
+            out.extend([option, ",".join(values)])
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point (``args``: the command line, default ``sys.argv[1:]``).
 
     A medseg error becomes one red line on stderr, ``medseg error: <file>: <reason>``, and exit code 2.
     """
+    import sys
+
     from medseg.errors import MedsegError
 
+    args = join_option_values(list(sys.argv[1:] if args is None else args))
     try:
         app(args, prog_name="medseg")
     except MedsegError as exc:

@@ -7,8 +7,9 @@ from pathlib import Path
 import typer
 
 DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
-SEGMENTER_HELP = ("Model directory (medseg train output), MONAI bundle directory, or a registered segmenter spec "
-                  "SCHEME:NAME (see medseg.segmenters).")
+SEGMENTER_HELP = ("Model directory (medseg train output), MONAI bundle directory, nnU-Net v2 results folder "
+                  "(RESULTS/DatasetNNN_Name/Trainer__Plans__configuration), multi-model task file (YAML/JSON), or a "
+                  "registered segmenter spec SCHEME:NAME (see medseg.segmenters).")
 
 
 def train(
@@ -34,9 +35,44 @@ def train(
     typer.echo(f"model written to {model_dir} (validation Dice: {dice}; {card['training']['stopped']})")
 
 
-def segmenter_options(device: str) -> dict[str, str]:
-    """Loader options of ``load_segmenter`` from the CLI: ``device`` only when the user chose one."""
-    return {} if device == "auto" else {"device": device}
+def segmenter_options(device: str, *, folds: str | None = None, step_size: float | None = None,
+                      no_mirroring: bool = False, checkpoint: str | None = None) -> dict[str, object]:
+    """Loader options of ``load_segmenter`` from the CLI, each only when the user gave it.
+
+    ``device`` applies to every network kind; ``folds``, ``step_size``,
+    ``mirroring`` and ``checkpoint`` are nnU-Net's (results folders and tasks).
+    """
+    options: dict[str, object] = {} if device == "auto" else {"device": device}
+    if folds is not None:
+        options["folds"] = folds
+    if step_size is not None:
+        options["step_size"] = step_size
+    if no_mirroring:
+        options["mirroring"] = False
+    if checkpoint is not None:
+        options["checkpoint"] = checkpoint
+    return options
+
+
+_CLI_NAMES = {"folds": "--folds", "step_size": "--step-size", "mirroring": "--no-mirroring",
+              "checkpoint": "--checkpoint", "device": "--device"}  # fmt: skip
+
+
+def load_with_options(spec: str, options: dict[str, object]):  # -> Segmenter
+    """``load_segmenter(spec, **options)``; an option the segmenter's kind does not take is a ConfigError naming it."""
+    from medseg.errors import ConfigError
+    from medseg.segmenters import load_segmenter
+
+    try:
+        return load_segmenter(spec, **options)
+    except TypeError as exc:
+        text = str(exc)
+        bad = [k for k in options if f"'{k}'" in text and "keyword argument" in text]
+        if not bad:
+            raise
+        raise ConfigError(f"{_CLI_NAMES.get(bad[0], bad[0])} does not apply to this segmenter (nnU-Net results "
+                          "folders and task files take --folds, --step-size, --no-mirroring, --checkpoint)",
+                          spec) from None
 
 
 def segment(
@@ -44,15 +80,27 @@ def segment(
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Images: files or DICOM series folders."),
     out: Path = typer.Option(..., "--out", help="Folder for the label maps (<name>.nii.gz, or <name>.png/.tif "
                                                 "for PNG/JPEG/TIFF inputs)."),
-    fmt: str | None = typer.Option(None, "--format", help="Label-map format: nifti, nrrd, mha, png or tiff "
-                                                          "(default: the input's own family, else nifti)."),
+    fmt: str | None = typer.Option(None, "--format", help="Label-map format: nifti, nrrd, mha, png, tiff, "
+                                                          "dicom-seg (a DICOM SEG <name>.dcm of a DICOM input) or "
+                                                          "rtstruct (default: the input's own family, else nifti)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <name>_prob_<label>.nii.gz."),
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Mirroring test-time augmentation (default: model card)."
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    mpp: float | None = typer.Option(None, "--mpp", help="Slides: microns per pixel, for a slide that states none."),
+    tile: int | None = typer.Option(None, "--tile", help="Slides: tile core size, level-0 px (default: derived)."),
+    overlap: int | None = typer.Option(None, "--overlap", help="Slides: context per tile side, px (default: derived)."),
+    tissue: bool = typer.Option(True, "--tissue/--no-tissue", help="Slides: process only tiles with tissue."),
+    label_tiff: bool = typer.Option(False, "--label-tiff", help="Slides: also write a pyramidal label TIFF."),
+    units: str = typer.Option("um", "--units", help="Slides: um (needs a pixel size) or px."),
+    object_type: str = typer.Option("detection", "--object-type", help="Slides: QuPath objectType, detection or cell."),
 ) -> None:
-    """Segment images; each label map lands on its input's exact grid."""
+    """Segment images; each label map lands on its input's exact grid.
+
+    Whole-slide images (SVS, NDPI, MRXS, pyramidal TIFF ...) are segmented tile by tile into OUT/<name>/:
+    cells.csv, detections.geojson (QuPath), summary.json, tissue.png (and labels.tif).
+    """
     from medseg.io.formats import format_named
     from medseg.segmenters import load_segmenter
     from medseg.workflows import segment_files
@@ -61,8 +109,10 @@ def segment(
         format_named(fmt)  # an unknown format fails before any model work
     segmenter = load_segmenter(str(model), **segmenter_options(device))
     options = {} if tta is None else {"tta": tta}
+    slide_options = {"mpp": mpp, "tile": tile, "overlap": overlap, "tissue": tissue, "label_tiff": label_tiff,
+                     "units": units, "object_type": object_type, "progress": True}
     for path in segment_files(segmenter, list(inputs), out, output_format_name=fmt, probabilities=probabilities,
-                              **options):
+                              slide_options=slide_options, **options):
         typer.echo(str(path))
 
 

@@ -70,6 +70,7 @@ from medseg.io.dicom_frames import (
 )
 from medseg.io.dicom_geometry import Grid, geometry_key, positive_number, stack_planes
 from medseg.io.dicom_write import save_dicom_series
+from medseg.io.guard import one_line
 from medseg.io.image import Image
 
 _MAX_SCOUT_IMAGES = 2  # an off-orientation group this small inside a series is treated as a localizer
@@ -232,7 +233,7 @@ def _read_all(paths: list[Path]) -> tuple[list[tuple[Path, Dataset]], list[str]]
 
     found, problems = [], []
     with ThreadPoolExecutor(_workers()) as pool:
-        for path, result in zip(paths, pool.map(read, paths)):
+        for path, result in zip(paths, pool.map(read, paths), strict=True):
             if isinstance(result, ReadError):
                 problems.append(f"{path.name}: {result.reason}")
             elif result is not None:
@@ -392,10 +393,11 @@ def _assemble(grid: Grid) -> np.ndarray:
     single-frame files are decoded by decoders that release the GIL (JPEG 2000
     by imagecodecs, the other syntaxes by GDCM through SimpleITK); uncompressed
     slices are read straight from disk; everything else goes through pydicom's
-    plugins; every file's pixel data is first checked against the size its
-    header declares (:func:`~medseg.io.dicom_frames.check_pixel_data`). Each worker rescales its slices into the
-    output: int16 when every value fits (CT HU), else int32, float32 for
-    fractional slopes/intercepts; without a rescale the stored type is kept.
+    plugins. Every file's pixel data is first checked against the size its
+    header declares (:func:`~medseg.io.dicom_frames.check_pixel_data`). Each
+    worker rescales its slices into the output: int16 when every value fits
+    (CT HU), else int32, float32 for fractional slopes/intercepts (float64
+    beyond float32's range); without a rescale the stored type is kept.
     """
     planes = grid.planes
     jobs: dict[Path, list[tuple[int, Plane]]] = defaultdict(list)
@@ -483,8 +485,11 @@ def _to_image(grid: Grid, source: Path, warnings: list[str], include_patient_ide
 def _listing(items: list[tuple[int, _Candidate]]) -> str:
     """One-line list of candidates: ``[index] UID modality 'description' N images``."""
     infos = [c.info(i) for i, c in items]
-    return "; ".join(
-        f"[{i.index}] {i.uid or '(no UID)'} {i.modality} '{i.description}' {i.n_images} images" for i in infos
+    return one_line(
+        "; ".join(
+            f"[{i.index}] {i.uid or '(no UID)'} {i.modality} '{i.description}' {i.n_images} images" for i in infos
+        ),
+        limit=10_000,
     )
 
 

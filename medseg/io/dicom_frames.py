@@ -6,6 +6,14 @@ deferred, read from disk only when decoded); :func:`planes_of` turns it into
 :class:`Plane` records carrying everything series assembly needs;
 :func:`decode_file` decodes a file's pixels to stored values. Every failure
 is a :class:`~medseg.errors.ReadError` subclass naming the file.
+
+Files are untrusted: :func:`read_header` converts every element medseg reads
+later, so a corrupt one fails there; :func:`planes_of` refuses frame counts
+and bit depths the pixel data cannot hold, :func:`check_pixel_data` a
+declared size larger than the bytes present (or than memory), and
+:func:`decode_file` a codestream whose size differs from the header's, all
+before any decoder runs; a decoder's own failure, native panics included,
+becomes a ReadError (:func:`medseg.io.guard.decoding`).
 """
 
 from __future__ import annotations
@@ -20,10 +28,13 @@ from typing import Any
 import numpy as np
 import pydicom
 import SimpleITK as sitk
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames, get_frame
 from pydicom.pixels import get_decoder
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
 from medseg.errors import NotAnImageError, ReadError, UnsupportedTransferSyntaxError
@@ -57,25 +68,28 @@ META_KEYWORDS = (
 )
 # pixel description attributes that must hold one integer each
 PIXEL_INTEGERS = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation")
-# Every element medseg reads outside planes_of (grouping, sorting, metadata, decoder choice). pydicom converts
-# raw elements when first read; read_header converts these once, so that a corrupt one (unknown VR, wrong
-# length, several values where one belongs) rejects its file as a ReadError instead of failing anywhere later.
-_HEADER_KEYWORDS = (
-    *PIXEL_INTEGERS,
-    *META_KEYWORDS,
-    *IDENTITY_KEYWORDS,
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "FrameOfReferenceUID",
-    "NumberOfFrames",
-    "ImageType",
-    "SpacingBetweenSlices",
-    "RescaleType",
-    "Units",
-    "DoseUnits",
+# Elements medseg reads outside planes_of (grouping, sorting, metadata, decoder choice), which pydicom converts
+# from raw bytes when first read. read_header checks them once, so that a corrupt one (unknown VR, wrong length,
+# several values where one belongs) rejects its file as a ReadError instead of failing anywhere later. Those read
+# for every file are converted there (no extra cost); those read for a series' first file only have their VR
+# checked, which costs less than converting them (pydicom converts text of the right VR leniently).
+_CONVERTED = (*PIXEL_INTEGERS, "Modality", "SeriesInstanceUID", "SOPInstanceUID", "ImageType",
+              "PhotometricInterpretation")  # fmt: skip
+_VR_CHECKED = (*IDENTITY_KEYWORDS, *(k for k in META_KEYWORDS if k not in _CONVERTED), "SOPClassUID",
+               "FrameOfReferenceUID", "SpacingBetweenSlices", "RescaleType", "Units", "DoseUnits")  # fmt: skip
+_FILE_META_CONVERTED = ("MediaStorageSOPClassUID", "TransferSyntaxUID")
+_SINGLE_UIDS = ("TransferSyntaxUID", "MediaStorageSOPClassUID")
+
+
+def _tags(keywords: tuple[str, ...]) -> tuple[tuple[str, BaseTag, frozenset[str]], ...]:
+    """``(keyword, tag, VRs the dictionary allows, UN included)`` for each keyword: tag lookups are the cheap ones."""
+    return tuple((k, Tag(tag_for_keyword(k)), frozenset({"UN", *dictionary_VR(k).split(" or ")})) for k in keywords)
+
+
+_HEADER_CHECKS = (
+    (_tags(_CONVERTED), _tags(_VR_CHECKED)),
+    (_tags(_FILE_META_CONVERTED), _tags(("MediaStorageSOPInstanceUID",))),
 )
-_SINGLE_UIDS = ("SOPClassUID", "TransferSyntaxUID", "MediaStorageSOPClassUID")
-_FILE_META_KEYWORDS = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
 _SUBSAMPLED_422 = ("YBR_FULL_422", "YBR_PARTIAL_422")  # native 4:2:2 pixels: two samples per pixel, not three
 _J2K_SYNTAXES = frozenset(pydicom.uid.JPEG2000TransferSyntaxes)
 _JPEG_SYNTAXES = frozenset(pydicom.uid.JPEGTransferSyntaxes + pydicom.uid.JPEGLSTransferSyntaxes)
@@ -125,19 +139,32 @@ def read_header(path: Path) -> Dataset | None:
 
 
 def _check_header(ds: Dataset, path: Path) -> None:
-    """Convert the elements medseg reads outside :func:`planes_of` and check their multiplicity.
+    """Check the elements medseg reads outside :func:`planes_of`: their VR, and for some their value.
 
     Raises
     ------
     medseg.errors.ReadError
-        Naming the first element pydicom cannot convert, a pixel attribute
-        that is not one integer, or a UID attribute holding several values.
+        Naming the first element with a VR its keyword does not have or that
+        pydicom cannot convert, a pixel attribute that is not one integer, a
+        UID attribute holding several values, or a sequence where a value belongs.
     """
     file_meta = getattr(ds, "file_meta", None)
-    for source, keywords in ((ds, _HEADER_KEYWORDS), (file_meta, _FILE_META_KEYWORDS)):
-        for keyword in keywords if source is not None else ():
+    for source, (converted, vr_checked) in zip((ds, file_meta), _HEADER_CHECKS, strict=True):
+        if source is None:
+            continue
+        for keyword, tag, vrs in vr_checked:
+            element = source.get_item(tag, keep_deferred=True)  # a deferred value would be read and converted
+            if element is None:
+                continue
+            undefined_length = getattr(element, "length", 0) == 0xFFFFFFFF  # implicit VR: read as a sequence
+            vr = element.VR or ("SQ" if undefined_length else None)
+            if vr is not None and vr not in vrs:
+                raise ReadError(f"DICOM element {keyword} has VR {one_line(repr(vr), limit=20)}", path)
+        for keyword, tag, _ in converted:
+            if tag not in source:
+                continue
             try:
-                value = source.get(keyword)
+                value = source[tag].value
             except Exception as exc:
                 raise ReadError(f"corrupt DICOM element {keyword} ({one_line(exc, path)})", path) from exc
             if value in (None, ""):
@@ -146,13 +173,15 @@ def _check_header(ds: Dataset, path: Path) -> None:
                 raise ReadError(f"{keyword} is {one_line(repr(value), limit=40)}, not one integer", path)
             if keyword in _SINGLE_UIDS and not isinstance(value, str):
                 raise ReadError(f"{keyword} is {one_line(repr(value), limit=60)}, not one UID", path)
+            if isinstance(value, Sequence):  # none of them is a sequence; its items are unparsed
+                raise ReadError(f"{keyword} holds a sequence, not a value", path)
 
 
 def transfer_syntax(ds: Dataset) -> UID | None:
     """The file meta's TransferSyntaxUID, None when the file has none."""
     file_meta = getattr(ds, "file_meta", None)
     syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
-    return UID(syntax) if syntax else None
+    return syntax if isinstance(syntax, UID) or not syntax else UID(syntax)  # a UI element's value is a UID
 
 
 def is_image(ds: Dataset) -> bool:
@@ -165,7 +194,7 @@ def describe_non_image(ds: Dataset) -> str:
     """A short name for what a non-image object is (e.g. ``'RTSTRUCT (RT Structure Set Storage)'``)."""
     modality = one_line(str(ds.get("Modality", "") or ""), limit=40)
     sop = ds.get("SOPClassUID")
-    name = one_line(UID(sop).name, limit=80) if sop else ""
+    name = one_line(UID(str(sop)).name, limit=80) if sop else ""  # str: a corrupt one may hold several values
     return f"{modality} ({name})" if modality and name else modality or name or "object of unknown type"
 
 
@@ -313,8 +342,9 @@ def frame_count(ds: Dataset, path: Path) -> int:
     return max(1, int(n))
 
 
-def _frame_bits(ds: Dataset, path: Path, rows: int, columns: int) -> int:
-    """Bits of one decoded frame: rows x columns x samples x BitsAllocated (4:2:2 YBR: two samples per pixel).
+def _frame_bits(ds: Dataset, path: Path, rows: int, columns: int) -> tuple[int, str]:
+    """Bits of one decoded frame, rows x columns x samples x BitsAllocated (4:2:2 YBR: two samples per pixel),
+    and those terms for a message.
 
     Raises
     ------
@@ -329,7 +359,8 @@ def _frame_bits(ds: Dataset, path: Path, rows: int, columns: int) -> int:
         raise ReadError(f"BitsStored {stored} is not between 1 and BitsAllocated {bits}", path)
     samples = int(ds.get("SamplesPerPixel") or 1)
     subsampled = samples == 3 and str(ds.get("PhotometricInterpretation", "")).upper() in _SUBSAMPLED_422
-    return rows * columns * samples * bits * (2 if subsampled else 3) // 3
+    terms = f"{rows} x {columns} pixels x {samples} samples x {bits} bits"
+    return rows * columns * samples * bits * (2 if subsampled else 3) // 3, terms
 
 
 def _pixel_bytes_held(ds: Dataset, path: Path) -> tuple[int | None, bool]:
@@ -351,9 +382,11 @@ def _pixel_bytes_held(ds: Dataset, path: Path) -> tuple[int | None, bool]:
 
 def _check_frame_count(ds: Dataset, path: Path, rows: int, columns: int, n_frames: int) -> None:
     """Refuse a NumberOfFrames the pixel data has no room for (each frame is a plane: this bounds the work)."""
-    frame_bits = _frame_bits(ds, path, rows, columns)
+    if n_frames == 1:
+        return
+    frame_bits, _ = _frame_bits(ds, path, rows, columns)
     held, encapsulated = _pixel_bytes_held(ds, path)
-    if n_frames == 1 or held is None:
+    if held is None:
         return
     room = held // 8 if encapsulated else held * 8 // frame_bits  # a compressed frame takes an 8-byte item at least
     if n_frames > room:
@@ -371,13 +404,13 @@ def check_pixel_data(ds: Dataset, path: Path) -> None:
     medseg.errors.ReadError
         Giving the declared and the present sizes.
     """
-    rows, columns, n_frames = int(ds.Rows), int(ds.Columns), frame_count(ds, path)
+    n_frames = frame_count(ds, path)
+    frame_bits, terms = _frame_bits(ds, path, int(ds.Rows), int(ds.Columns))
     held, encapsulated = _pixel_bytes_held(ds, path)
-    samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 0)
     check_declared_size(
         path,
-        math.ceil(_frame_bits(ds, path, rows, columns) * n_frames / 8),
-        f"{rows} x {columns} pixels x {n_frames} frames x {samples} samples x {bits} bits",
+        math.ceil(frame_bits * n_frames / 8),
+        f"{n_frames} frames of {terms}",
         present=None if encapsulated else held,
     )
 
@@ -463,7 +496,8 @@ def decode_file(ds: Dataset, path: Path) -> np.ndarray:
         decoder = get_decoder(syntax)
     except NotImplementedError as exc:
         raise UnsupportedTransferSyntaxError(
-            f"no installed package decodes transfer syntax {syntax.name} ({syntax}); "
+            f"no installed package decodes transfer syntax {one_line(syntax.name, limit=80)} "
+            f"({one_line(syntax, limit=80)}); "
             "convert the file to an uncompressed syntax first (e.g. dcmdjpeg, gdcmconv --raw)",
             path,
         ) from exc

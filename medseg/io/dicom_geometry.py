@@ -65,7 +65,7 @@ def stack_planes(planes: list[Plane], source: Path) -> Grid:
         When two different planes share one position.
     """
     first = planes[0]
-    if len({geometry_key(p) + (p.position is None,) for p in planes}) > 1:
+    if len({(*geometry_key(p), p.position is None) for p in planes}) > 1:
         raise SeriesError("frames of different orientations, sizes or pixel spacings cannot be stacked", source)
     (sx, sy), known = in_plane_spacing(first)
     warnings = [] if known else ["no pixel spacing in the file: spacing unknown, 1.0 placeholders used"]

@@ -3,9 +3,10 @@
 Arrays follow the :class:`~medseg.io.image.Image` convention, ``[column, row]``
 (and ``[column, row, slice]`` for stacks), with colour samples in a trailing
 channel axis. Pixel spacing comes from the caller or from TIFF resolution tags
-(converted to mm; ImageJ's unit and slice spacing are honoured). PNG/JPEG/BMP
-dots-per-inch values are not trusted (they are usually a software default), and
-neither are TIFF resolutions of exactly 72 or 96 dpi. Without a trustworthy
+(converted to mm; ImageJ's unit and slice spacing are honoured), from a PNG
+``pHYs`` chunk in pixels per metre, or from a JPEG JFIF density in dots per inch
+or centimetre. Resolutions that encode 72 or 96 dpi are software defaults, not
+pixel sizes, and are ignored, as are BMP resolutions. Without a trustworthy
 spacing the Image has ``spacing_known=False`` and says so in ``warnings``;
 medseg never silently assumes 1 mm.
 """
@@ -74,7 +75,8 @@ def load_raster(
     -------
     Image
         ``meta["spacing_source"]`` is ``"caller"``, ``"tiff_resolution"``,
-        ``"imagej"`` or ``"none"`` (then ``spacing_known`` is False).
+        ``"imagej"``, ``"png_phys"``, ``"jfif_density"`` or ``"none"`` (then
+        ``spacing_known`` is False).
 
     Raises
     ------
@@ -90,7 +92,8 @@ def load_raster(
         array, channel_axis, file_spacing, source, warnings, meta = _read_tiff(p)
     elif name.endswith(PILLOW_SUFFIXES):
         array, channel_axis, meta = _read_pillow(p)
-        file_spacing, source, warnings = None, "none", []
+        warnings = []
+        file_spacing, source = _pillow_spacing(meta.pop("density"), warnings)
     else:
         raise ReadError(f"not a raster image (expected one of {', '.join(PILLOW_SUFFIXES + TIFF_SUFFIXES)})", p)
     nd = array.ndim - int(channel_axis)
@@ -126,13 +129,54 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, bool, dict[str, Any]]:
     with decoding(path, "corrupt or truncated image"), PILImage.open(path) as pil:
         pil.load()
         fmt, mode = pil.format or path.suffix.lstrip(".").upper(), pil.mode
+        density = _pillow_density(fmt, pil.info)
         if mode in _PILLOW_CONVERT:
             pil = pil.convert(_PILLOW_CONVERT[mode])
         array = np.asarray(pil)
         if mode == "P":
             array = _grey_palette_values(array, pil.getpalette())
     channel_axis = array.ndim == 3
-    return np.swapaxes(array, 0, 1), channel_axis, {"format": fmt, "mode": mode}
+    return np.swapaxes(array, 0, 1), channel_axis, {"format": fmt, "mode": mode, "density": density}
+
+
+def _pillow_density(fmt: str, info: dict[str, Any]) -> tuple[list[float], float, str] | None:
+    """Stored pixel density ``(x, y)``, the length of its unit in mm, and its source name; None when absent."""
+    if fmt == "PNG" and "dpi" in info:  # Pillow reports a pHYs chunk in metres (unit 1) only, as dots per inch
+        return [round(float(d) / 0.0254) for d in info["dpi"]], 1000.0, "png_phys"
+    if fmt == "JPEG" and info.get("jfif_unit") in (1, 2):
+        return [float(d) for d in info["jfif_density"]], 25.4 if info["jfif_unit"] == 1 else 10.0, "jfif_density"
+    return None
+
+
+def _pillow_spacing(
+    density: tuple[list[float], float, str] | None, warnings: list[str]
+) -> tuple[tuple[float, ...] | None, str]:
+    """Pixel size in mm from a PNG/JPEG density (see :func:`_pillow_density`), or None for none or a screen default.
+
+    Whole pixels per metre cannot hold most pixel sizes exactly, so a PNG's is
+    the shortest decimal that rounds to the stored density (2857 px/m -> 0.35 mm).
+    """
+    if density is None or min(density[0]) <= 0:
+        return None, "none"
+    per_unit, unit_mm, source = density
+    if all(any(abs(d - dpi * unit_mm / 25.4) < 1 for dpi in _SCREEN_DPI) for d in per_unit):
+        dpi = per_unit[0] * 25.4 / unit_mm
+        what = "PNG pHYs" if source == "png_phys" else "JPEG JFIF"
+        warnings.append(f"{what} resolution {dpi:.0f} dpi is a software default, not a pixel size: ignored")
+        return None, "none"
+    if source == "png_phys":
+        return tuple(_shortest_mm(int(d)) for d in per_unit), source
+    return tuple(unit_mm / d for d in per_unit), source
+
+
+def _shortest_mm(per_metre: int) -> float:
+    """The decimal pixel size (mm) with the fewest significant digits whose pixels per metre round to ``per_metre``."""
+    exact = 1000.0 / per_metre
+    for digits in range(1, 16):
+        mm = float(f"{exact:.{digits}g}")
+        if round(1000.0 / mm) == per_metre:
+            return mm
+    return exact
 
 
 def _grey_palette_values(indices: np.ndarray, palette: list[int] | None) -> np.ndarray:

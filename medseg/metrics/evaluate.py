@@ -59,7 +59,7 @@ def _union_box(a: slice | None, b: slice | None) -> tuple[slice, ...] | None:
         return b
     if b is None:
         return a
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True))
 
 
 def evaluate_case(

@@ -99,7 +99,7 @@ def _surface_grid(mask: np.ndarray, spacing: tuple[float, ...]) -> tuple[np.ndar
     bits = _bit_weights(mask.ndim)
     code = np.zeros(tuple(s + 1 for s in n), np.uint8)
     for offset in np.ndindex(*bits.shape):
-        view = padded[tuple(slice(o, o + s + 1) for o, s in zip(offset, n))]
+        view = padded[tuple(slice(o, o + s + 1) for o, s in zip(offset, n, strict=True))]
         code += view * bits[offset]
     full = np.uint8((1 << (2**mask.ndim)) - 1)
     border = (code != 0) & (code != full)

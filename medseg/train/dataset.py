@@ -254,8 +254,8 @@ def load_cases(
     medseg.errors.LabelError
         When any case fails a check (its read errors included).
     """
-    from medseg.io import load
     from medseg.annotations import is_annotation_file, load_annotation_labels
+    from medseg.io import load
     from medseg.io.formats import format_of
 
     def read(path: Path) -> Image:
