@@ -16,13 +16,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-
+from medseg._version import __version__
 from medseg.errors import MedsegError
 from medseg.io import Image, LabelMap, find_series, load, load_labels, save
 
 # public name -> module that defines it; imported on first access
-_LAZY: dict[str, str] = {"load_segmenter": "medseg.segmenters", "Segmenter": "medseg.segmenters", "load_model": "medseg.models", "measure": "medseg.measurement", "evaluate_case": "medseg.metrics", "match_instances": "medseg.metrics", "instance_metrics": "medseg.metrics", "resample_to": "medseg.io.resample", "save_dicom_series": "medseg.io.dicom", "run_batch": "medseg.batch"}
+_LAZY: dict[str, str] = {"load_segmenter": "medseg.segmenters", "Segmenter": "medseg.segmenters", "load_model": "medseg.models", "measure": "medseg.measurement", "evaluate_case": "medseg.metrics", "match_instances": "medseg.metrics", "instance_metrics": "medseg.metrics", "resample_to": "medseg.io.resample", "save_dicom_series": "medseg.io.dicom", "run_batch": "medseg.batch", "show": "medseg.report.show", "viewer": "medseg.report.viewer"}
 
 
 def __getattr__(name: str) -> Any:
@@ -58,4 +57,6 @@ __all__ = [
     "run_batch",
     "save",
     "save_dicom_series",
+    "show",
+    "viewer",
 ]

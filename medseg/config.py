@@ -72,7 +72,29 @@ class RGBIntensity(_Strict):
     preset: Literal["rgb"]
 
 
-IntensityConfig = Annotated[CTIntensity | PercentileIntensity | RGBIntensity, Field(discriminator="preset")]
+class WindowIntensity(_Strict):
+    """A fixed linear window per channel: ``low`` -> 0, ``high`` -> 1 (clipped to [0, 1] when ``clip``).
+
+    The per-image presets with their statistics frozen: tiled inference over a
+    slide takes them from the whole slide's overview, so every tile is
+    normalised alike (per-tile statistics leave seams).
+    """
+
+    preset: Literal["window"]
+    low: list[float]
+    high: list[float]
+    clip: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WindowIntensity:
+        if len(self.low) != len(self.high) or not all(lo < hi for lo, hi in zip(self.low, self.high, strict=True)):
+            raise ValueError(f"window needs one low < high per channel, got low {self.low}, high {self.high}")
+        return self
+
+
+IntensityConfig = Annotated[
+    CTIntensity | PercentileIntensity | RGBIntensity | WindowIntensity, Field(discriminator="preset")
+]
 
 
 # ---- network, loss, optimisation -----------------------------------------------------------
@@ -137,6 +159,10 @@ class AugmentConfig(_Strict):
     intensity_shift: float = Field(0.1, ge=0)
     noise_std: float = Field(0.0, ge=0)
     gamma: tuple[float, float] | None = None
+    hed_jitter: float = Field(
+        0.0, ge=0, lt=1, description="H&E stain jitter (RGB workflows): each stain's amount scaled by U(1 - s, 1 + s) "
+        "and shifted by U(-s, s) OD, before the intensity preset (Tellez et al. 2018); 0 turns it off",
+    )
 
 
 class TrainConfig(_Strict):
@@ -231,6 +257,10 @@ class WorkflowConfig(_Strict):
             raise ValueError("inference.tta mirrors along augment.flip_axes, which is empty")
         if self.intensity.preset == "rgb" and self.in_channels != 3:
             raise ValueError("intensity preset 'rgb' needs in_channels: 3")
+        if self.intensity.preset == "window" and len(self.intensity.low) != self.in_channels:
+            raise ValueError(f"intensity window needs {self.in_channels} low/high values (one per channel)")
+        if self.augment.hed_jitter and self.in_channels != 3:
+            raise ValueError("augment.hed_jitter perturbs H&E stains and needs RGB input (in_channels: 3)")
         if self.label_source == "instances" and self.label_names != ["background", "interior", "boundary"]:
             raise ValueError("label_source 'instances' needs labels {background: 0, interior: 1, boundary: 2}")
         if self.label_source == "binary" and self.n_labels != 2:

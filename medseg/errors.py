@@ -58,3 +58,7 @@ class ConfigError(MedsegError):
 
 class ModelError(MedsegError):
     """A model directory is missing, inconsistent or unsafe to load."""
+
+
+class PacsError(MedsegError):
+    """A PACS (DICOMweb server) answered with an error, refused an instance, or did not answer in time."""

@@ -31,7 +31,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, mod
 
 from medseg.errors import ConfigError
 from medseg.io.image import Image, LabelMap
-from medseg.labelmap import CONNECTIVITY, as_label_map, connectivity_for, label_components, label_runs, length_unit
+from medseg.labelmap import (
+    CONNECTIVITY,
+    as_label_map,
+    connectivity_for,
+    fill_holes,
+    label_components,
+    label_runs,
+    label_stats,
+    length_unit,
+)
 
 _QUANTITY = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([a-zA-Zµ]+?)([23]?)\s*")
 _LENGTH_MM = {"mm": 1.0, "um": 1e-3, "µm": 1e-3, "cm": 10.0}
@@ -236,8 +245,14 @@ def connected_components(labels: Image, connectivity: int | None = None) -> Post
     return PostprocessResult(labels, labels.with_labels(instances, {}), classes)
 
 
-def _size_mm(text: str, grid: Image) -> float:
-    """A size rule in the grid's physical unit (mm^ndim); ``px`` counts are converted through the voxel size."""
+def size_mm(text: str, grid: Image) -> float:
+    """A size (``"500 mm3"``, ``"30 um2"``, ``"10 px"``) in the grid's physical unit, mm^ndim.
+
+    Raises
+    ------
+    medseg.errors.ConfigError
+        A unit that does not fit the grid's dimensionality, or a physical size on a grid without known spacing.
+    """
     value, unit, power = _parse_quantity(text)
     if unit == "px":
         return value * grid.voxel_volume_mm3
@@ -250,8 +265,8 @@ def _size_mm(text: str, grid: Image) -> float:
     return value * _LENGTH_MM[unit] ** power
 
 
-def _length_voxels(text: str, grid: Image) -> np.ndarray:
-    """A distance rule as a number of voxels along each axis."""
+def length_voxels(text: str, grid: Image) -> np.ndarray:
+    """A distance (``"4 um"``, ``"2 mm"``, ``"5 px"``) as a number of voxels along each axis of ``grid``."""
     value, unit, _ = _parse_quantity(text)
     if unit == "px":
         return np.full(grid.ndim, value)
@@ -264,32 +279,103 @@ def _require_spacing(text: str, grid: Image) -> None:
         raise ConfigError(f"{text!r} is physical but the image has no known pixel spacing; give it in px", grid.source)
 
 
-def _split_touching(mask: np.ndarray, components: np.ndarray, grid: Image, radius: np.ndarray) -> np.ndarray:
-    """Watershed of the distance map inside ``mask``, seeded by its peaks at least ``radius`` voxels apart.
+def ellipsoid_offsets(radius: np.ndarray) -> np.ndarray:
+    """``(k, ndim)`` integer offsets of the voxels within an ellipsoid of ``radius`` voxels per axis (centre included)."""
+    half = np.floor(radius).astype(int)
+    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
+    inside = sum((g / max(r, 1e-9)) ** 2 for g, r in zip(grids, radius, strict=True)) <= 1.0
+    return np.stack([g[inside] for g in grids], axis=1)
 
-    A seed is a maximum of the distance to the background within an ellipsoid
-    of ``radius`` voxels that also rises at least half a voxel above the
-    saddle to any higher peak (so pixelated outlines do not split one object
-    in two). Returns local instance ids (0 outside ``mask``); a component
-    without a seed stays one instance.
+
+def _footprint_maxima(distance: np.ndarray, mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` whose value is the maximum of ``distance`` over ``offsets`` around them (0 beyond the edge).
+
+    Equals ``distance == scipy.ndimage.maximum_filter(distance, footprint, mode="constant")``
+    inside ``mask``, but the full footprint is only read at the voxels that are
+    maxima of its part within one voxel (a necessary condition), so a wide
+    3D footprint costs a gather per candidate instead of a pass per footprint voxel.
+    """
+    from scipy import ndimage
+
+    near = offsets[np.abs(offsets).max(axis=1) <= 1]
+    small = np.zeros((3,) * distance.ndim, bool)
+    small[tuple((near + 1).T)] = True
+    candidates = np.flatnonzero(mask & (distance == ndimage.maximum_filter(distance, footprint=small, mode="constant")))
+    half = np.abs(offsets).max(axis=0)
+    padded = np.pad(distance, [(h, h) for h in half])
+    strides = np.cumprod((1, *padded.shape[::-1][:-1]))[::-1]  # C-order element strides of the padded array
+    flat_offsets = offsets @ strides
+    centre = np.ravel_multi_index(tuple(np.array(np.unravel_index(candidates, distance.shape)) + half[:, None]), padded.shape)
+    padded = padded.ravel()
+    keep = np.empty(candidates.size, bool)
+    step = max(1, (1 << 22) // len(offsets))
+    for start in range(0, candidates.size, step):
+        around = padded[centre[start : start + step, None] + flat_offsets[None, :]]
+        keep[start : start + step] = padded[centre[start : start + step]] >= around.max(axis=1)
+    peaks = np.zeros(distance.shape, bool)
+    peaks.flat[candidates[keep]] = True
+    return peaks
+
+
+def _padded_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The bounding box of a non-empty mask with one voxel of background around it (clipped to the array)."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(hit[0]) - 1, 0), int(hit[-1]) + 2))
+    return tuple(box)
+
+
+def split_touching(
+    mask: np.ndarray, grid: Image, min_separation: str, *, components: np.ndarray | None = None
+) -> np.ndarray:
+    """Distance-transform watershed of ``mask``: one object per distance peak, peaks ``min_separation`` apart.
+
+    The distance to the background (``edt``, multi-threaded and anisotropic)
+    is flooded from its peaks by scikit-image's ``watershed``. A seed is a
+    maximum of the distance within an ellipsoid of radius ``min_separation``
+    (``"4 um"``, ``"3 mm"``, ``"5 px"``) that also rises at least half a voxel
+    above the saddle to any higher peak (scikit-image ``h_maxima``), so
+    pixelated outlines do not split one object in two.
+
+    Parameters
+    ----------
+    mask : ndarray of bool
+        The objects, on ``grid``.
+    grid : Image
+        Gives the voxel spacing.
+    min_separation : str
+        Smallest distance between two object centres.
+    components : ndarray, optional
+        ``mask``'s connected components, when already at hand: a component
+        without a seed stays one object.
+
+    Returns
+    -------
+    ndarray of uint32
+        Objects numbered from 1 (0 outside ``mask``; numbers may skip values).
     """
     import edt
-    from scipy import ndimage
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
+    offsets = ellipsoid_offsets(length_voxels(min_separation, grid))
+    out = np.zeros(mask.shape, np.uint32)
+    if not mask.any():
+        return out
+    box = _padded_box(mask)  # what lies beyond changes nothing
+    mask = mask[box]
+    components = label_components(mask, CONNECTIVITY[mask.ndim][-1])[0] if components is None else components[box]
     distance = edt.edt(mask, anisotropy=grid.spacing, black_border=False)
-    half = np.floor(radius).astype(int)
-    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
-    footprint = sum((g / max(r, 1e-9)) ** 2 for g, r in zip(grids, radius, strict=True)) <= 1.0
-    peaks = mask & (distance == ndimage.maximum_filter(distance, footprint=footprint, mode="constant"))
+    peaks = _footprint_maxima(distance, mask, offsets)
     peaks &= h_maxima(distance, 0.5 * min(grid.spacing)).astype(bool)
     seeds, _ = label_components(peaks, CONNECTIVITY[mask.ndim][-1])  # plateaus -> one seed
-    split = watershed(-distance, seeds, mask=mask)
+    split = watershed(-distance, seeds, mask=mask).astype(np.uint32)
     unseeded = mask & (split == 0)
     if unseeded.any():
-        split[unseeded] = components[unseeded].astype(split.dtype) + split.max()
-    return split
+        split[unseeded] = components[unseeded].astype(np.uint32) + split.max()
+    out[box] = split
+    return out
 
 
 def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | None = None) -> PostprocessResult:
@@ -319,42 +405,48 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
         Invalid label map.
     """
     import fastremap
-    from scipy import ndimage
 
     cfg = config if isinstance(config, PostprocessConfig) else _validated(PostprocessConfig, config or {})
     labels = as_label_map(labels)
-    semantic = labels.array.copy()
-    instances = np.zeros(semantic.shape, np.uint32)
+    semantic = labels.array.copy(order="K")  # keeps the memory order: every pass below runs along memory
+    # np.zeros maps zeroed pages lazily (zeros_like would write them all); same memory order as semantic
+    instances = np.zeros(semantic.shape, np.uint32, order="F" if semantic.flags.f_contiguous else "C")
     next_id = 1
-    for value, box in enumerate(ndimage.find_objects(semantic), start=1):
-        if box is None:
-            continue
+    stats = label_stats(semantic)
+    for value, low, high in zip(stats.key.tolist(), stats.bbox_min, stats.bbox_max, strict=True):
+        box = tuple(slice(a, b + 1) for a, b in zip(low.tolist(), high.tolist(), strict=True))
         rule = cfg.for_label(value)
         conn = connectivity_for(rule.connectivity, labels.ndim, labels.source)
         crop = semantic[box]
         mask = crop == value
         if rule.fill_holes:
-            holes = ndimage.binary_fill_holes(mask) & (crop == 0)
+            holes = fill_holes(mask) & (crop == 0)
             crop[holes] = value
             mask |= holes
         components, n = label_components(mask, conn)
-        size_mm = np.bincount(components.ravel(), minlength=n + 1)[1:] * labels.voxel_volume_mm3
-        keep = np.ones(n, bool)
-        if rule.min_size is not None:
-            keep &= size_mm >= _size_mm(rule.min_size, labels)
-        if rule.keep_largest and keep.any():
-            keep = np.arange(n) == np.argmax(np.where(keep, size_mm, -1.0))
-        kept = np.concatenate([[False], keep])[components]
-        crop[mask & ~kept] = 0
-        mask &= kept
+        local = components
+        if rule.min_size is not None or rule.keep_largest:
+            sizes = np.bincount(components.ravel(order="K"), minlength=n + 1)[1:] * labels.voxel_volume_mm3
+            keep = np.ones(n, bool)
+            if rule.min_size is not None:
+                keep &= sizes >= size_mm(rule.min_size, labels)
+            if rule.keep_largest and keep.any():
+                keep = np.arange(n) == np.argmax(np.where(keep, sizes, -1.0))
+            if not keep.all():
+                kept = np.concatenate([[False], keep])[components]
+                crop[mask & ~kept] = 0
+                mask &= kept
+                local = np.where(kept, components, 0).astype(np.uint32)
         if not mask.any():
             continue
         if rule.split_touching:
-            local = _split_touching(mask, components, labels, _length_voxels(rule.min_separation, labels))
+            local = split_touching(mask, labels, rule.min_separation, components=components)
+        if local is not components:  # cc3d numbers components 1..n in memory order already
+            local, _ = fastremap.renumber(local, preserve_zero=True)  # 1..m, background stays 0
+        if next_id == 1 and local.shape == instances.shape and local.dtype == np.uint32:
+            instances = local  # a label spanning the whole grid: its numbering is the instance map (0 outside it)
         else:
-            local = components * kept
-        local, _ = fastremap.renumber(local, preserve_zero=True)  # 1..m, background stays 0
-        instances[box][mask] = local[mask].astype(np.uint32) + np.uint32(next_id - 1)
+            np.add(local, np.uint32(next_id - 1), out=instances[box], where=mask, casting="unsafe")
         next_id += int(local.max())
     return _result(labels.with_labels(semantic), labels.with_labels(instances, {}))
 

@@ -39,6 +39,7 @@ from monai.transforms import (
     RandCropByLabelClassesd,
     RandFlipd,
     RandGaussianNoised,
+    Randomizable,
     RandRotate90d,
     RandScaleIntensityd,
     RandShiftIntensityd,
@@ -55,7 +56,7 @@ from monai.transforms import (
 )
 from nibabel.orientations import aff2axcodes
 
-from medseg.config import CTIntensity, PercentileIntensity, WorkflowConfig
+from medseg.config import CTIntensity, PercentileIntensity, WindowIntensity, WorkflowConfig
 from medseg.errors import GeometryError
 from medseg.io.image import Image
 
@@ -120,9 +121,62 @@ def _linear(ndim: int) -> str:
     return "bilinear" if ndim == 2 else "trilinear"
 
 
+class ChannelWindow(Transform):
+    """``(x - low) / (high - low)`` per channel (channel-first tensors), clipped to [0, 1] when ``clip``."""
+
+    def __init__(self, low: list[float], high: list[float], clip: bool) -> None:
+        self.low, self.high, self.clip = low, high, clip
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        low = torch.as_tensor(self.low, dtype=torch.float32, device=x.device).reshape(shape)
+        width = torch.as_tensor(self.high, dtype=torch.float32, device=x.device).reshape(shape) - low
+        out = (x.float() - low) / width
+        return out.clamp(0.0, 1.0) if self.clip else out
+
+
+class ChannelWindowd(MapTransform):
+    """:class:`ChannelWindow` on the items of ``keys``."""
+
+    def __init__(self, keys: str, low: list[float], high: list[float], clip: bool) -> None:
+        super().__init__(keys)
+        self.window = ChannelWindow(low, high, clip)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.window(d[key])
+        return d
+
+
+class HEDJitterd(MapTransform, Randomizable):
+    """H&E stain jitter of 8-bit RGB channel-first images, with probability ``prob`` (see
+    :func:`medseg.pathology.stain.jitter_stains`): each stain's amount scaled by ``U(1 - sigma, 1 + sigma)``
+    and shifted by ``U(-sigma, sigma)`` OD."""
+
+    def __init__(self, keys: str, sigma: float, prob: float) -> None:
+        super().__init__(keys)
+        self.sigma, self.prob = sigma, prob
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        from medseg.pathology.stain import jitter_stains
+
+        d = dict(data)
+        if self.R.random_sample() >= self.prob:
+            return d
+        alpha, beta = self.R.uniform(1 - self.sigma, 1 + self.sigma, 3), self.R.uniform(-self.sigma, self.sigma, 3)
+        for key in self.key_iterator(d):
+            x = d[key]
+            rgb = jitter_stains(np.moveaxis(x.detach().cpu().numpy(), 0, -1), alpha, beta)
+            d[key] = torch.as_tensor(np.moveaxis(rgb, -1, 0), dtype=x.dtype, device=x.device)
+        return d
+
+
 def intensity_transform(config: WorkflowConfig) -> Transform:
     """The modality preset as one MONAI array transform."""
     preset = config.intensity
+    if isinstance(preset, WindowIntensity):
+        return ChannelWindow(preset.low, preset.high, preset.clip)
     if isinstance(preset, CTIntensity):
         lo, hi = preset.window_hu
         return ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
@@ -134,6 +188,8 @@ def intensity_transform(config: WorkflowConfig) -> Transform:
 
 def _intensity_transform_d(config: WorkflowConfig, key: str) -> MapTransform:
     preset = config.intensity
+    if isinstance(preset, WindowIntensity):
+        return ChannelWindowd(key, preset.low, preset.high, preset.clip)
     if isinstance(preset, CTIntensity):
         lo, hi = preset.window_hu
         return ScaleIntensityRanged(key, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
@@ -425,12 +481,14 @@ class ImageToTensord(MapTransform):
         return d
 
 
-def cached_transforms(config: WorkflowConfig) -> Compose:
+def cached_transforms(config: WorkflowConfig, *, intensity: bool = True) -> Compose:
     """Deterministic training/validation transforms, run once per case and cached.
 
     ``{"image": Image, "label": Image}`` -> tensors on the workflow's grid,
-    intensity-normalised, padded to at least the patch size, with per-class
-    voxel indices for class-balanced patch sampling.
+    intensity-normalised (unless ``intensity`` is False: training cases of a
+    workflow with ``augment.hed_jitter``, whose stains are jittered on the raw
+    RGB first), padded to at least the patch size, with per-class voxel
+    indices for class-balanced patch sampling.
     """
     keys = ["image", "label"]
     steps: list[Transform] = [ImageToTensord(keys)]
@@ -443,7 +501,7 @@ def cached_transforms(config: WorkflowConfig) -> Compose:
     elif config.spacing_mm:
         steps.append(ResampleToSpacingd(keys, config.spacing_mm, modes=[_linear(config.dims), "nearest-exact"]))
     steps += [
-        _intensity_transform_d(config, "image"),
+        *([_intensity_transform_d(config, "image")] if intensity else []),
         SpatialPadd(keys, spatial_size=config.patch_size),
         EnsureTyped(keys, track_meta=False),
         ClassesToIndicesd("label", num_classes=config.n_labels, indices_postfix="_cls_indices"),
@@ -457,13 +515,17 @@ def random_transforms(config: WorkflowConfig, device: torch.device | str = "cpu"
     Tensors are moved to ``device`` first, so on a CUDA machine the crops and
     augmentations run on the GPU. Patches are drawn class-balanced: a share
     ``train.pos_fraction`` centred on foreground, spread evenly over the labels.
+    With ``augment.hed_jitter`` the whole cached case (raw RGB) is stain-jittered
+    and then intensity-normalised before the crop.
     """
     keys = ["image", "label"]
     aug, tr, nd = config.augment, config.train, config.dims
     n_fg = config.n_labels - 1
     ratios = [1.0 - tr.pos_fraction] + [tr.pos_fraction / n_fg] * n_fg
-    steps: list[Transform] = [
-        ToDeviced(keys, device=torch.device(device)),
+    steps: list[Transform] = [ToDeviced(keys, device=torch.device(device))]
+    if aug.hed_jitter > 0:
+        steps += [HEDJitterd("image", aug.hed_jitter, aug.prob), _intensity_transform_d(config, "image")]
+    steps += [
         RandCropByLabelClassesd(
             keys,
             label_key="label",

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# fixtures of the DICOM SEG / RTSTRUCT / PACS tests (the shared CT, the demo model run once, dciodvfy, Orthanc)
+pytest_plugins = ["dicom_support.fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
 SAMPLE_DATA = REPO / "sample_data"

@@ -13,19 +13,22 @@ medseg writes one feature per label value: a UUID ``id`` (stable for a given
 image name and value), closed rings with the exterior counterclockwise in
 ``(x, y)`` (positive signed area) and holes the other way, ``objectType``
 ``"annotation"`` unless asked otherwise, and the class name with a colour.
+:class:`FeatureWriter` streams any number of features (a slide's detections,
+with their ``measurements``) to a file in constant memory.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, Self
 
-from shapely.geometry import Polygon
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.polygon import orient
 
 from medseg.annotations.objects import AnnotatedImage, AnnotatedObject, Drawing, ring, vertex_list
-from medseg.atomic import write_text_atomic
+from medseg.atomic import atomic_path, write_text_atomic
 from medseg.errors import AnnotationError
 
 OBJECT_TYPES = ("annotation", "detection", "cell", "tile")
@@ -110,25 +113,78 @@ def read(data: Any, path: str | os.PathLike[str]) -> list[AnnotatedImage]:
     return [image]
 
 
+def geometry(polygons: MultiPolygon) -> dict[str, Any]:
+    """The GeoJSON geometry of polygons: closed rings, exteriors counterclockwise, a Polygon when there is one."""
+    rings = [
+        [vertex_list(r.coords, closed=True) for r in (p.exterior, *p.interiors)]
+        for p in (orient(q, 1.0) for q in polygons.geoms)
+    ]
+    if len(rings) == 1:
+        return {"type": "Polygon", "coordinates": rings[0]}
+    return {"type": "MultiPolygon", "coordinates": rings}
+
+
+def feature(
+    polygons: MultiPolygon,
+    fid: str,
+    object_type: str,
+    label: str = "",
+    color: tuple[int, int, int] | None = None,
+    measurements: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """One QuPath feature: ``id``, geometry, ``objectType``, ``classification`` {name, color}, ``measurements`` (a map)."""
+    props: dict[str, Any] = {"objectType": object_type}
+    if label:
+        props["classification"] = {"name": label, "color": list(color or (255, 0, 0))}
+    if measurements:
+        props["measurements"] = measurements
+    return {"type": "Feature", "id": fid, "geometry": geometry(polygons), "properties": props}
+
+
 def write(drawing: Drawing, path: str | os.PathLike[str], object_type: str = "annotation") -> None:
     """Write one image's instances as a QuPath GeoJSON FeatureCollection."""
+    check_object_type(object_type, path)
+    features = [
+        feature(inst.polygons, inst.object_id(drawing.image_name), inst.properties.get("object_type", object_type),
+                inst.label, inst.color() if inst.label else None)
+        for inst in drawing.instances
+    ]
+    write_text_atomic(path, json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+def check_object_type(object_type: str, path: str | os.PathLike[str] | None = None) -> None:
+    """Refuse an ``objectType`` QuPath does not know."""
     if object_type not in OBJECT_TYPES:
         raise AnnotationError(f"objectType must be one of {', '.join(OBJECT_TYPES)}, got {object_type!r}", path)
-    features = []
-    for inst in drawing.instances:
-        rings = [
-            [vertex_list(r.coords, closed=True) for r in (p.exterior, *p.interiors)]
-            for p in (orient(q, 1.0) for q in inst.polygons.geoms)
-        ]
-        geometry = (
-            {"type": "Polygon", "coordinates": rings[0]}
-            if len(rings) == 1
-            else {"type": "MultiPolygon", "coordinates": rings}
-        )
-        props: dict[str, Any] = {"objectType": inst.properties.get("object_type", object_type)}
-        if inst.label:
-            props["classification"] = {"name": inst.label, "color": list(inst.color())}
-        features.append(
-            {"type": "Feature", "id": inst.object_id(drawing.image_name), "geometry": geometry, "properties": props}
-        )
-    write_text_atomic(path, json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+class FeatureWriter:
+    """A FeatureCollection written feature by feature (any number, in constant memory), atomically on close.
+
+    Examples
+    --------
+    >>> with FeatureWriter("cells.geojson") as out:  # doctest: +SKIP
+    ...     out.add(feature(polygons, fid, "detection", "nucleus"))
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.count = 0
+        self._atomic = atomic_path(self.path)
+        self._fh: Any = None
+
+    def __enter__(self) -> Self:
+        self._fh = open(self._atomic.__enter__(), "w")
+        self._fh.write('{"type": "FeatureCollection", "features": [\n')
+        return self
+
+    def add(self, item: dict[str, Any]) -> None:
+        """Append one feature."""
+        self._fh.write((",\n" if self.count else "") + json.dumps(item, separators=(",", ":")))
+        self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            self._fh.write("\n]}\n")
+        self._fh.close()
+        self._atomic.__exit__(*exc)

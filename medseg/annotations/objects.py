@@ -166,17 +166,20 @@ def rasterise(
     """Instance map ``[x, y]`` of ``shape``: object ``k`` (file order, by ``z_order`` first) has value ``k``.
 
     Where objects overlap, the later one wins. Returns the map and the notes
-    (repairs, overlaps, objects covering no pixel centre), also issued as
-    Python warnings.
+    (repairs, overlaps, objects reaching outside the image, objects covering
+    no pixel centre), also issued as Python warnings.
     """
     n = len(image.objects)
     labels = np.zeros(shape, np.uint16 if n < 2**16 else np.uint32)
     notes = list(image.notes)
     order = sorted(range(n), key=lambda k: image.objects[k].properties.get("z_order", 0))
-    overlap, empty = 0, []
+    overlap, empty, outside = 0, [], []
     for k in order:
         obj = image.objects[k]
-        region = _region(_checked_parts(obj, path, repair, notes), obj.bitmaps, shape)
+        parts = _checked_parts(obj, path, repair, notes)
+        if parts and not shapely.box(0, 0, *shape).contains(MultiPolygon(parts)):
+            outside.append(obj.name)
+        region = _region(parts, obj.bitmaps, shape)
         if region is None or not region[1].any():
             empty.append(obj.name)
             continue
@@ -186,6 +189,9 @@ def rasterise(
         view[mask] = k + 1
     if overlap:
         notes.append(f"{overlap} pixels lie in more than one object; the later object (in z-order) has them")
+    if outside:
+        notes.append(f"{len(outside)} objects reach outside the {shape[0]}x{shape[1]} px image (only the part inside "
+                     f"is rasterised): {', '.join(outside[:5])}")
     if empty:
         notes.append(f"{len(empty)} objects cover no pixel centre of the image: {', '.join(empty[:5])}")
     for note in notes:

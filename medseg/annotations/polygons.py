@@ -40,61 +40,72 @@ from shapely.geometry import MultiPolygon, Polygon
 _STEPS = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]])
 
 
-def _boundary_edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start corner ``(x, y)`` and direction code of every pixel edge between foreground and background.
+def _boundary_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start corner ``(x, y)``, direction code and owner value of every pixel edge between two different values.
 
-    Edges run with the foreground on their left (in ``(x, y)``), so outer
-    boundaries turn counterclockwise and holes clockwise.
+    Each edge runs with its owner (a non-zero value) on its left (in ``(x, y)``), so
+    outer boundaries turn counterclockwise and holes clockwise; an edge between
+    two objects appears once for each, in opposite directions. A boolean mask
+    is a label map whose only value is True.
     """
-    p = np.pad(mask.astype(bool, copy=False), 1)
+    p = np.pad(labels, 1)
     left, right = p[:-1, 1:-1], p[1:, 1:-1]  # the pixels either side of the vertical edge at x = i, y in [j, j+1]
     below, above = p[1:-1, :-1], p[1:-1, 1:]  # the pixels either side of the horizontal edge at y = j
-    starts, dirs = [], []
-    for sel, direction, shift in (
-        (left & ~right, 1, (0, 0)),  # upward (+y) from (i, j)
-        (right & ~left, 3, (0, 1)),  # downward (-y) from (i, j + 1)
-        (above & ~below, 0, (0, 0)),  # +x from (i, j)
-        (below & ~above, 2, (1, 0)),  # -x from (i + 1, j)
+    starts, dirs, owners = [], [], []
+    for owner, other, direction, shift in (
+        (left, right, 1, (0, 0)),  # upward (+y) from (i, j)
+        (right, left, 3, (0, 1)),  # downward (-y) from (i, j + 1)
+        (above, below, 0, (0, 0)),  # +x from (i, j)
+        (below, above, 2, (1, 0)),  # -x from (i + 1, j)
     ):
+        sel = (owner != other) & (owner != 0)
         ij = np.argwhere(sel)
         starts.append(ij + np.asarray(shift))
         dirs.append(np.full(len(ij), direction))
-    return np.concatenate(starts), np.concatenate(dirs)
+        owners.append(owner[sel])
+    return np.concatenate(starts), np.concatenate(dirs), np.concatenate(owners)
 
 
-def _edge_cycles(starts: np.ndarray, dirs: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray]:
-    """Closed boundary walks as arrays of corner vertices (direction changes only).
+def _edge_cycles(starts: np.ndarray, dirs: np.ndarray, shape: tuple[int, int]) -> list[tuple[np.ndarray, int]]:
+    """Closed boundary walks as arrays of corner vertices (direction changes only), each with its first edge.
 
     From the end of an edge the walk turns left if it can, else goes straight,
-    else turns right: at a corner shared by two diagonal foreground pixels it
-    keeps to the pixel it is bordering (foreground 4-connectivity).
+    else turns right: at a corner shared by two diagonal pixels of one value it
+    keeps to the pixel it is bordering (4-connectivity). A directed edge is
+    unique, and the edge a walk takes next always has the walk's value on its
+    left, so the walks of all values are traced together.
     """
     n_y = shape[1] + 1
-    vid = starts[:, 0] * n_y + starts[:, 1]
-    table = np.full(((shape[0] + 1) * n_y, 4), -1, np.int64)
-    table[vid, dirs] = np.arange(len(dirs))
+    key = (starts[:, 0] * n_y + starts[:, 1]) * 4 + dirs
+    order = np.argsort(key)
+    sorted_key = key[order]
+
+    def lookup(query: np.ndarray) -> np.ndarray:
+        pos = np.minimum(np.searchsorted(sorted_key, query), len(sorted_key) - 1)
+        return np.where(sorted_key[pos] == query, order[pos], -1)
+
     ends = starts + _STEPS[dirs]
-    end_id = ends[:, 0] * n_y + ends[:, 1]
-    nxt = table[end_id, (dirs + 1) % 4]
+    end_id = (ends[:, 0] * n_y + ends[:, 1]) * 4
+    nxt = lookup(end_id + (dirs + 1) % 4)
     for turn in (0, 3):
         todo = nxt < 0
-        nxt[todo] = table[end_id[todo], (dirs[todo] + turn) % 4]
+        nxt[todo] = lookup(end_id[todo] + (dirs[todo] + turn) % 4)
     follow = nxt.tolist()
     seen = [False] * len(follow)
     cycles = []
     for first in range(len(follow)):
         if seen[first]:
             continue
-        order = [first]
+        walk = [first]
         seen[first] = True
         e = follow[first]
         while e != first:
-            order.append(e)
+            walk.append(e)
             seen[e] = True
             e = follow[e]
-        idx = np.asarray(order)
+        idx = np.asarray(walk)
         corner = dirs[idx] != np.roll(dirs[idx], 1)
-        cycles.append(starts[idx[corner]])
+        cycles.append((starts[idx[corner]], first))
     return cycles
 
 
@@ -175,17 +186,14 @@ def mask_to_polygons(mask: np.ndarray, simplify_px: float = 0.0, offset: tuple[i
     """
     if mask.ndim != 2:
         raise ValueError(f"mask_to_polygons needs a 2D mask, got shape {mask.shape}")
-    starts, dirs = _boundary_edges(mask)
-    if not len(dirs):
-        return MultiPolygon()
-    n_y = mask.shape[1] + 1
-    rings = [r + np.asarray(offset) for c in _edge_cycles(starts, dirs, mask.shape) for r in _simple_rings(c, n_y)]
-    polygons = MultiPolygon(_assemble(rings))
-    if simplify_px > 0:
-        polygons = shapely.simplify(polygons, simplify_px, preserve_topology=True)
-        if not isinstance(polygons, MultiPolygon):
-            polygons = MultiPolygon([polygons])
-    return polygons
+    return labels_to_polygons(mask.astype(bool, copy=False), simplify_px, offset).get(1, MultiPolygon())
+
+
+def _simplified(polygons: MultiPolygon, simplify_px: float) -> MultiPolygon:
+    if simplify_px <= 0:
+        return polygons
+    out = shapely.simplify(polygons, simplify_px, preserve_topology=True)
+    return out if isinstance(out, MultiPolygon) else MultiPolygon([out])
 
 
 def label_crops(labels: np.ndarray) -> Iterator[tuple[int, tuple[int, int], np.ndarray]]:
@@ -202,9 +210,25 @@ def label_crops(labels: np.ndarray) -> Iterator[tuple[int, tuple[int, int], np.n
         yield int(values[k - 1]), (box[0].start, box[1].start), dense[box] == k
 
 
-def labels_to_polygons(labels: np.ndarray, simplify_px: float = 0.0) -> dict[int, MultiPolygon]:
-    """:func:`mask_to_polygons` of every non-zero value of a 2D ``[x, y]`` label map, in ascending order."""
-    return {value: mask_to_polygons(crop, simplify_px, corner) for value, corner, crop in label_crops(labels)}
+def labels_to_polygons(
+    labels: np.ndarray, simplify_px: float = 0.0, offset: tuple[int, int] = (0, 0)
+) -> dict[int, MultiPolygon]:
+    """:func:`mask_to_polygons` of every non-zero value of a 2D ``[x, y]`` label map, in ascending order.
+
+    All outlines are traced in one pass over the map's pixel edges (a boolean
+    mask gives the key 1); ``offset`` is added to every vertex.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"a 2D label map is needed, got shape {labels.shape}")
+    starts, dirs, owners = _boundary_edges(labels)
+    if not len(dirs):
+        return {}
+    n_y = labels.shape[1] + 1
+    rings: dict[int, list[np.ndarray]] = {}
+    for cycle, first in _edge_cycles(starts, dirs, labels.shape):
+        rings.setdefault(int(owners[first]), []).extend(r + np.asarray(offset) for r in _simple_rings(cycle, n_y))
+    return {v: _simplified(MultiPolygon(_assemble(rings[v])), simplify_px) for v in sorted(rings)}
 
 
 def polygon_parts(geometry: shapely.Geometry) -> list[Polygon]:

@@ -1,7 +1,8 @@
 """Discovery of the cases under an input folder, and their ids.
 
 A *case* is one scan: a DICOM series (several may share a folder), a NIfTI,
-NRRD or MHA file, or, for 2D workflows, a 2D image (PNG, JPEG, TIFF ...).
+NRRD or MHA file, or, for 2D workflows, a 2D image (PNG, JPEG, TIFF ...); or a
+series on a DICOMweb server (:func:`discover_dicomweb`).
 DICOM files that belong to no readable series (truncated, no pixel data,
 not DICOM after all) become cases of their own, so the batch reports them in
 ``failures.csv`` instead of dropping them silently.
@@ -47,15 +48,20 @@ class Case:
         Deterministic, filesystem-safe id; names the case's output folder.
     kind : str
         ``"dicom_series"``, ``"dicom_file"`` (a DICOM-looking file in no readable series),
-        ``"volume"`` or ``"raster"``.
+        ``"volume"``, ``"raster"`` or ``"dicomweb_series"`` (a series on a DICOMweb server).
     source : str
-        The file, or for a series the folder holding its files, relative to the input folder.
+        The file, or for a series the folder holding its files, relative to the input folder
+        (``studies/<uid>/series/<uid>`` on a DICOMweb server).
     files : tuple of str
-        Absolute paths of every input file of the case (ground truth included).
+        Absolute paths of every input file of the case (ground truth included; none for a remote series).
     series_uid : str
         SeriesInstanceUID for DICOM series, else ``""``.
     gt : str or None
         Absolute path of the case's ground-truth label map, when one was found.
+    study_uid : str
+        StudyInstanceUID of a remote series.
+    remote_fp : str
+        For a remote series: hash of its SOP Instance UIDs, standing in for the file fingerprints.
     """
 
     case_id: str
@@ -64,19 +70,31 @@ class Case:
     files: tuple[str, ...]
     series_uid: str = ""
     gt: str | None = None
+    study_uid: str = ""
+    remote_fp: str = ""
+
+
+def input_fingerprint(case: Case) -> str:
+    """The stat fingerprint of a case's inputs (:func:`~medseg.batch.fingerprint.stat_fingerprint`; remote: its UIDs)."""
+    from medseg.batch.fingerprint import stat_fingerprint
+
+    return case.remote_fp or stat_fingerprint(case.files)
 
 
 @dataclass
 class Discovery:
-    """Result of :func:`discover_cases`: the cases plus what was looked at and left out (relative paths)."""
+    """Result of :func:`discover_cases`: the cases plus what was looked at and left out (relative paths).
 
-    input_dir: Path
+    ``input_dir`` is the input folder, or the DICOMweb address (without credentials) of a remote input.
+    """
+
+    input_dir: Path | str
     cases: list[Case]
     ignored: list[str] = field(default_factory=list)
 
 
-# suffixes a ground-truth label file may have: the lossless volume and raster formats
-_LABEL_SUFFIXES = tuple(s for f in FORMATS if f.lossless_labels and f.family != "dicom" for s in f.suffixes)
+# suffixes a ground-truth label file may have: the lossless formats (DICOM: a SEG or an RTSTRUCT)
+_LABEL_SUFFIXES = tuple(dict.fromkeys(s for f in FORMATS if f.lossless_labels for s in f.suffixes))
 
 
 def _family(path: Path) -> str | None:
@@ -219,9 +237,9 @@ def discover_cases(
         family = _family(p)
         if family == "volume":
             found.append(("volume", rel, f"file:{rel}", [p], ""))
-        elif family == "raster":
+        elif family in ("raster", "slide"):  # a slide: segmented tile by tile (medseg.workflows.slide)
             if spatial_dims in (None, 2):
-                found.append(("raster", rel, f"file:{rel}", [p], ""))
+                found.append((family, rel, f"file:{rel}", [p], ""))
             else:
                 ignored.append(rel)
         elif p.resolve() not in claimed:
@@ -241,6 +259,33 @@ def discover_cases(
         cases.append(Case(case_id, kind, source, all_files, uid, gt))
     cases.sort(key=lambda c: (c.source, c.case_id))
     return Discovery(root, cases, ignored)
+
+
+def discover_dicomweb(query: Any, pacs: Any) -> Discovery:
+    """The image series a DICOMweb query finds, one case each (SEG, RTSTRUCT, SR and other non-images left out).
+
+    ``query`` is a :class:`~medseg.pacs.DicomwebQuery`, ``pacs`` a :class:`~medseg.pacs.DicomwebPacs`. Case
+    ids are those of the same series on disk (``s-`` + hash of the SeriesInstanceUID).
+
+    Raises
+    ------
+    medseg.errors.PacsError
+        When the server does not answer the searches.
+    """
+    from medseg.io.dicom_frames import NON_IMAGE_MODALITIES
+
+    cases, ignored = [], []
+    for record in pacs.find_series(query.filters):
+        source = f"studies/{record.study_uid}/series/{record.series_uid}"
+        if record.modality.upper() in NON_IMAGE_MODALITIES:
+            ignored.append(f"{source} ({record.modality})")
+            continue
+        uids = pacs.instance_uids(record.study_uid, record.series_uid)
+        remote_fp = hashlib.sha256("\n".join(uids).encode()).hexdigest()
+        cases.append(Case(_hash_id("s", f"dicom:{record.series_uid}"), "dicomweb_series", source, (),
+                          record.series_uid, None, record.study_uid, remote_fp))
+    cases.sort(key=lambda c: (c.source, c.case_id))
+    return Discovery(query.display, cases, ignored)
 
 
 def write_case_sources(output_dir: Path, discovery: Discovery) -> Path:

@@ -8,6 +8,7 @@ Output folder layout::
       metrics.csv        with ground truth: all cases' metric rows
       summary.json       counts, times, model and pipeline fingerprints, per-case status
       failures.csv       case_id, source, error_type, stage, message (header only when none failed)
+      .dicomweb/         a DICOMweb input's series while its case is processed (removed after each case)
       case_sources.csv   case_id -> source path (keep local: sources can name patients)
       manifest.jsonl     finished cases with their input and pipeline fingerprints
 
@@ -22,6 +23,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,17 +33,19 @@ from pathlib import Path
 from typing import Any
 
 from medseg.atomic import write_text_atomic
-from medseg.batch.cases import Case, Discovery, discover_cases, write_case_sources
+from medseg.batch.cases import Case, Discovery, discover_cases, discover_dicomweb, input_fingerprint, write_case_sources
 from medseg.batch.events import EventLog
-from medseg.batch.fingerprint import content_fingerprint, stat_fingerprint
+from medseg.batch.fingerprint import content_fingerprint
 from medseg.batch.manifest import CaseRecord, Manifest
 from medseg.batch.pipeline import (
     CASES_DIR,
     MEASUREMENTS_NAME,
     METRICS_NAME,
+    REMOTE_CACHE_DIR,
     CaseOutcome,
     Pipeline,
     PipelineSpec,
+    RemoteInput,
     remove_stale_temporaries,
 )
 from medseg.errors import ConfigError, ReadError, WriteError
@@ -82,6 +86,8 @@ class BatchResult:
         Case ids skipped because their outputs were current.
     failures : list of dict
         One row per failed case (the rows of ``failures.csv``).
+    stored : list of str
+        Case ids whose SEG this run sent to the PACS (``store=True``; a SEG the PACS held already is not sent).
     seconds : float
         Wall time of the run, s.
     dry_run : bool
@@ -92,6 +98,7 @@ class BatchResult:
     done: list[str] = field(default_factory=list)
     up_to_date: list[str] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
+    stored: list[str] = field(default_factory=list)
     seconds: float = 0.0
     dry_run: bool = False
 
@@ -127,9 +134,12 @@ def _plan(cases: Sequence[Case], manifest: Manifest, pipeline_fp: str, output_di
             plan.append(PlannedCase(case, True, "model or config changed"))
         elif not rec.outputs_intact(output_dir):
             plan.append(PlannedCase(case, True, "outputs missing"))
+        elif case.remote_fp:  # a remote series: the same SOP instances are the same input
+            same = rec.stat_fp == case.remote_fp
+            plan.append(PlannedCase(case, not same, "up to date" if same else "input changed"))
         else:
             try:
-                stat_fp = stat_fingerprint(case.files)
+                stat_fp = input_fingerprint(case)
                 same = rec.stat_fp == stat_fp and not verify_inputs
                 if not same and content_fingerprint(case.files) == rec.content_fp:
                     same = True
@@ -208,6 +218,33 @@ def _make_executor(pipeline: Pipeline, spec: PipelineSpec, executor: str, worker
     raise ConfigError(f"unknown executor {executor!r}; choose local or ray")
 
 
+def _remote_input(input_dir: str | os.PathLike[str], out: Path, store: bool, timeout_s: float) -> RemoteInput | None:
+    """The DICOMweb server of a ``dicomweb://`` input (None for a local folder)."""
+    from medseg.pacs import DicomwebQuery, is_dicomweb
+
+    if is_dicomweb(input_dir):
+        return RemoteInput(DicomwebQuery.parse(str(input_dir)).url, store, str(out / REMOTE_CACHE_DIR), timeout_s)
+    if store:
+        raise ConfigError("--store sends SEGs back to a PACS: the input must be a dicomweb:// address")
+    return None
+
+
+def _discover(input_dir: str | os.PathLike[str], out: Path, pipeline: Pipeline, *, gt_dir: Any,
+              exclude: Sequence[str], id_style: str) -> Discovery:
+    """The cases of a local folder, or of a ``dicomweb://`` query (one per image series it finds)."""
+    if pipeline.remote is not None:
+        from medseg.pacs import DicomwebQuery
+
+        if gt_dir is not None:
+            raise ConfigError("--gt applies to local inputs only")
+        return discover_dicomweb(DicomwebQuery.parse(str(input_dir)), pipeline.pacs)
+    input_root = Path(input_dir).resolve()
+    if not input_root.is_dir():
+        raise ReadError("input folder not found", input_root)
+    return discover_cases(input_root, spatial_dims=pipeline.spatial_dims, exclude=exclude, skip_dirs=[out],
+                          gt_dir=gt_dir, id_style=id_style)
+
+
 def run_batch(
     model: Any,
     input_dir: str | os.PathLike[str],
@@ -227,6 +264,8 @@ def run_batch(
     quiet: bool = True,
     output_format: str | None = None,
     case_timeout_s: float | None = None,
+    store: bool = False,
+    pacs_timeout_s: float = 30.0,
 ) -> BatchResult:
     """Segment, post-process, measure (and evaluate) every case under ``input_dir``; resumable.
 
@@ -236,7 +275,9 @@ def run_batch(
         Any segmenter or a spec :func:`medseg.load_segmenter` resolves (model
         directory, MONAI bundle, ``SCHEME:NAME``).
     input_dir, output_dir : path-like
-        Where the scans are (searched recursively) and where results go.
+        Where the scans are (searched recursively) and where results go. ``input_dir`` may be a
+        DICOMweb query, ``dicomweb://HOST[:PORT]/PATH?StudyInstanceUID=...&Modality=CT`` (``dicomwebs://``
+        for HTTPS): every image series it finds is retrieved (WADO-RS), processed and removed again.
     gt_dir : path-like, optional
         Ground-truth label maps, matched to cases by relative path or case id
         (see :func:`medseg.batch.discover_cases`); adds ``metrics.csv``.
@@ -260,13 +301,19 @@ def run_batch(
     log_json : path-like, optional
         JSON-lines event log (see :mod:`medseg.batch.events`).
     output_format : str, optional
-        Label-map format (``nifti``, ``nrrd``, ``mha``, ``png``, ``tiff``); default: the input's
-        own family for PNG/JPEG/TIFF inputs, else NIfTI.
+        Label-map format (``nifti``, ``nrrd``, ``mha``, ``png``, ``tiff``, ``seg``/``dicom-seg``: a DICOM SEG,
+        ``rtstruct``); default: the input's own family for PNG/JPEG/TIFF inputs, else NIfTI (``seg`` with ``store``).
     case_timeout_s : float, optional
         Seconds a case may hold its worker (reading included) before it is stopped and recorded
         in ``failures.csv`` as ``CaseTimeout`` (local executor).
     quiet : bool
         No progress bar.
+    store : bool
+        DICOMweb input: send each case's SEG back to the server (STOW-RS), unless it holds that SOP
+        instance already (SEG UIDs are deterministic, so a re-run stores nothing twice); a refused or
+        failed store fails the case.
+    pacs_timeout_s : float
+        Seconds to wait for each answer of the DICOMweb server.
 
     Returns
     -------
@@ -280,19 +327,18 @@ def run_batch(
         that does not load, an output folder in use), never for a bad case.
     """
     t_run = time.perf_counter()
-    input_root = Path(input_dir).resolve()
     out = Path(output_dir).resolve()
-    if not input_root.is_dir():
-        raise ReadError("input folder not found", input_root)
     if out.exists() and not out.is_dir():
         raise WriteError("is a file, but the batch output is a folder", out)
-    spec = PipelineSpec(model, output_format)
-    pipeline = spec.build()
+    if store and output_format is None:
+        output_format = "seg"
+    spec = PipelineSpec(model, output_format, _remote_input(input_dir, out, store, pacs_timeout_s))
+    pipeline = spec.build()  # a bad model or format fails before any input is looked at
     pipeline_fp = pipeline.fingerprint
-    discovery = discover_cases(input_root, spatial_dims=pipeline.spatial_dims, exclude=exclude,
-                               skip_dirs=[out], gt_dir=gt_dir, id_style=id_style)
+    discovery = _discover(input_dir, out, pipeline, gt_dir=gt_dir, exclude=exclude, id_style=id_style)
     if not discovery.cases:
-        raise ReadError("no scans found (DICOM series, NIfTI/NRRD/MHA files, or 2D images for 2D workflows)", input_root)
+        raise ReadError("no scans found (DICOM series, NIfTI/NRRD/MHA files, or 2D images for 2D workflows)",
+                        discovery.input_dir)
     if dry_run:
         manifest = Manifest(out)  # read-only use: nothing is written in a dry run
         plan, _ = _plan(discovery.cases, manifest, pipeline_fp, out, force=force, verify_inputs=verify_inputs)
@@ -315,6 +361,7 @@ def _run(pipeline: Pipeline, discovery: Discovery, out: Path, engine: Any, event
     write_case_sources(out, discovery)
     for folder in [out, *(out / CASES_DIR).glob("*")]:  # we hold the lock: temporaries are a killed run's leftovers
         remove_stale_temporaries(folder)
+    shutil.rmtree(out / REMOTE_CACHE_DIR, ignore_errors=True)  # series a killed run retrieved
     manifest = Manifest(out)
     plan, refreshed = _plan(cases, manifest, pipeline_fp, out, force=force, verify_inputs=verify_inputs)
     for rec in refreshed:
@@ -339,8 +386,10 @@ def _run(pipeline: Pipeline, discovery: Discovery, out: Path, engine: Any, event
         if o.ok:
             manifest.append(_record(o, pipeline_fp))  # outputs are complete on disk before this line
             result.done.append(o.case_id)
+            if o.stored:
+                result.stored.append(o.case_id)
             events.emit("case_done", case_id=o.case_id, seconds=round(o.seconds, 3), timings_s=timings,
-                        warnings=o.warnings)
+                        warnings=o.warnings, **({} if o.stored is None else {"stored": o.stored}))
         else:
             result.failures.append({"case_id": o.case_id, "source": by_id[o.case_id].source,
                                     "error_type": o.error_type, "stage": o.stage, "message": o.message})
@@ -379,6 +428,7 @@ def _write_summary(out: Path, pipeline: Pipeline, pipeline_fp: str, result: Batc
         "n_failed": len(result.failures),
         "n_processed_this_run": len(result.done),
         "n_up_to_date": len(result.up_to_date),
+        "n_stored_this_run": len(result.stored),
         "run_seconds": round(result.seconds, 3),
         "exit_code": result.exit_code,
         "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),

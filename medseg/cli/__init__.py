@@ -21,7 +21,8 @@ app = typer.Typer(
 )
 
 # One module per group of commands, in the order of the data flow.
-COMMAND_MODULES = ["io_commands", "engine_commands", "measure_commands", "evaluate_commands", "batch_commands"]
+COMMAND_MODULES = ["io_commands", "engine_commands", "measure_commands", "evaluate_commands", "batch_commands",
+                   "pacs_commands"]
 
 
 def _version_callback(value: bool) -> None:

@@ -12,8 +12,10 @@ def batch(
     model: Annotated[str, typer.Argument(metavar="SEGMENTER", help="Model directory (model_card.json + weights), "
                                                                   "MONAI bundle folder, or a registered segmenter "
                                                                   "spec SCHEME:NAME.")],
-    input_dir: Annotated[Path, typer.Argument(help="Folder searched recursively for DICOM series, NIfTI/NRRD/MHA "
-                                                   "files and (2D workflows) 2D images.")],
+    input_dir: Annotated[str, typer.Argument(metavar="INPUT", help="Folder searched recursively for DICOM series, "
+                                                "NIfTI/NRRD/MHA files and (2D workflows) 2D images; or a DICOMweb "
+                                                "query dicomweb://HOST[:PORT]/PATH?StudyInstanceUID=...&Modality=CT "
+                                                "(dicomwebs:// for HTTPS).")],
     output_dir: Annotated[Path, typer.Argument(help="Results: cases/<case_id>/..., measurements.csv, summary.json, "
                                                     "failures.csv, manifest.jsonl.")],
     gt: Annotated[Path | None, typer.Option("--gt", help="Ground-truth label maps (same relative path, or "
@@ -35,13 +37,19 @@ def batch(
     log_json: Annotated[Path | None, typer.Option("--log-json", help="Write machine-readable events, one JSON "
                                                                      "object per line.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
-    output_format: Annotated[str | None, typer.Option("--format", help="Label-map format: nifti, nrrd, mha, png or "
-                                                                       "tiff (default: png/tif for PNG/JPEG/TIFF "
-                                                                       "inputs, else nifti).")] = None,
+    output_format: Annotated[str | None, typer.Option("--format", help="Label-map format: nifti, nrrd, mha, png, "
+                                                                       "tiff, seg (dicom-seg: a DICOM SEG of a DICOM "
+                                                                       "series) or rtstruct (default: png/tif for "
+                                                                       "PNG/JPEG/TIFF inputs, seg with --store, else "
+                                                                       "nifti).")] = None,
     case_timeout: Annotated[float | None, typer.Option("--case-timeout", help="Seconds a case may take (reading "
                                                                               "included) before its worker is "
                                                                               "stopped and the case recorded in "
                                                                               "failures.csv.")] = None,
+    store: Annotated[bool, typer.Option("--store", help="DICOMweb input: send each case's SEG back to the server "
+                                                        "(STOW-RS); SEGs it holds already are not sent again.")] = False,
+    pacs_timeout: Annotated[float, typer.Option("--pacs-timeout", min=0.1, help="Seconds to wait for each answer of "
+                                                                                "a DICOMweb server.")] = 30.0,
 ) -> None:
     """Segment, post-process and measure every scan under INPUT_DIR; re-running resumes.
 
@@ -57,7 +65,7 @@ def batch(
         model, input_dir, output_dir, gt_dir=gt, workers=workers, executor=executor, address=address,
         gpus_per_worker=gpus_per_worker, force=force, verify_inputs=verify_inputs, dry_run=dry_run,
         exclude=exclude or (), id_style="path" if readable_ids else "hash", log_json=log_json, quiet=quiet or dry_run,
-        output_format=output_format, case_timeout_s=case_timeout,
+        output_format=output_format, case_timeout_s=case_timeout, store=store, pacs_timeout_s=pacs_timeout,
     )
     if dry_run:
         out = Console(highlight=False)
@@ -68,8 +76,9 @@ def batch(
         out.print(f"{len(result.plan)} cases: {n_todo} to process, {len(result.plan) - n_todo} up to date (dry run)")
         return
     if not quiet:
+        stored = f", {len(result.stored)} SEGs stored" if store else ""
         console.print(
-            f"{len(result.done)} processed, {len(result.up_to_date)} up to date, {len(result.failures)} failed "
+            f"{len(result.done)} processed, {len(result.up_to_date)} up to date, {len(result.failures)} failed{stored} "
             f"in {result.seconds:.1f} s -> {result.output_dir}"
         )
         for f in result.failures:

@@ -80,8 +80,9 @@ def segment(
     inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Images: files or DICOM series folders."),
     out: Path = typer.Option(..., "--out", help="Folder for the label maps (<name>.nii.gz, or <name>.png/.tif "
                                                 "for PNG/JPEG/TIFF inputs)."),
-    fmt: str | None = typer.Option(None, "--format", help="Label-map format: nifti, nrrd, mha, png or tiff "
-                                                          "(default: the input's own family, else nifti)."),
+    fmt: str | None = typer.Option(None, "--format", help="Label-map format: nifti, nrrd, mha, png, tiff, "
+                                                          "dicom-seg (a DICOM SEG <name>.dcm of a DICOM input) or "
+                                                          "rtstruct (default: the input's own family, else nifti)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <name>_prob_<label>.nii.gz."),
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Mirroring test-time augmentation (default: model card)."
@@ -94,8 +95,19 @@ def segment(
     no_mirroring: bool = typer.Option(False, "--no-mirroring", help="nnU-Net: no test-time mirroring."),
     checkpoint: str | None = typer.Option(None, "--checkpoint", help="nnU-Net: final (checkpoint_final.pth, "
                                                                       "default) or best (checkpoint_best.pth)."),
+    mpp: float | None = typer.Option(None, "--mpp", help="Slides: microns per pixel, for a slide that states none."),
+    tile: int | None = typer.Option(None, "--tile", help="Slides: tile core size, level-0 px (default: derived)."),
+    overlap: int | None = typer.Option(None, "--overlap", help="Slides: context per tile side, px (default: derived)."),
+    tissue: bool = typer.Option(True, "--tissue/--no-tissue", help="Slides: process only tiles with tissue."),
+    label_tiff: bool = typer.Option(False, "--label-tiff", help="Slides: also write a pyramidal label TIFF."),
+    units: str = typer.Option("um", "--units", help="Slides: um (needs a pixel size) or px."),
+    object_type: str = typer.Option("detection", "--object-type", help="Slides: QuPath objectType, detection or cell."),
 ) -> None:
-    """Segment images; each label map lands on its input's exact grid."""
+    """Segment images; each label map lands on its input's exact grid.
+
+    Whole-slide images (SVS, NDPI, MRXS, pyramidal TIFF ...) are segmented tile by tile into OUT/<name>/:
+    cells.csv, detections.geojson (QuPath), summary.json, tissue.png (and labels.tif).
+    """
     from medseg.io.formats import format_named
     from medseg.workflows import segment_files
 
@@ -104,8 +116,10 @@ def segment(
     segmenter = load_with_options(str(model), segmenter_options(device, folds=folds, step_size=step_size,
                                                              no_mirroring=no_mirroring, checkpoint=checkpoint))
     options = {} if tta is None else {"tta": tta}
+    slide_options = {"mpp": mpp, "tile": tile, "overlap": overlap, "tissue": tissue, "label_tiff": label_tiff,
+                     "units": units, "object_type": object_type, "progress": True}
     for path in segment_files(segmenter, list(inputs), out, output_format_name=fmt, probabilities=probabilities,
-                              **options):
+                              slide_options=slide_options, **options):
         typer.echo(str(path))
 
 

@@ -49,6 +49,29 @@ def _print_table(root: Path, rows: list[dict[str, Any]]) -> None:
             name, row["modality"] or "?", dims, spacing, row["orientation"], intensity, "\n".join(row["warnings"])
         )
     console.print(table)
+    for row in rows:
+        if "slide" in row:
+            _print_slide(console, _short_label(row["image"], root), row["slide"])
+
+
+def _print_slide(console: Any, name: str, slide: dict[str, Any]) -> None:
+    """The levels, pixel size, objective and associated images of a whole-slide image."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    mpp = f"{slide['mpp_um'][0]:.4g} x {slide['mpp_um'][1]:.4g} um/px ({slide['mpp_source']})" if slide["mpp_um"] \
+        else "unknown (give --mpp)"
+    objective = f"{slide['objective_power']:g}x" if slide["objective_power"] else "unknown"
+    table = Table(title=f"{escape(name)}: {slide['vendor'] or 'slide'} via {slide['backend']}, pixel size {mpp}, "
+                        f"objective {objective}", title_justify="left")
+    for column in ("Level", "Dimensions (px)", "Downsample", "um/px"):
+        table.add_column(column, no_wrap=True)
+    for level in slide["levels"]:
+        um = f"{level['mpp_um'][0]:.4g}" if level["mpp_um"] else "?"
+        table.add_row(str(level["level"]), "x".join(map(str, level["dimensions"])), f"{level['downsample']:g}", um)
+    console.print(table)
+    associated = ", ".join(f"{k} {w}x{h}" for k, (w, h) in slide["associated_images"].items()) or "none"
+    console.print(f"associated images: {escape(associated)}")
 
 
 def info(

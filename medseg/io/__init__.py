@@ -1,9 +1,10 @@
 """Reading and writing images with their geometry intact.
 
 ``load`` picks the reader from the format registry (:mod:`medseg.io.formats`): a
-folder or a DICOM file -> :mod:`medseg.io.dicom`; NIfTI/NRRD/MHA ->
-:mod:`medseg.io.volumes`; PNG/JPEG/BMP/TIFF -> :mod:`medseg.io.raster`.
-``save`` picks the writer the same way from the output path.
+folder or a DICOM file -> :mod:`medseg.io.dicom` (a DICOM SEG or RTSTRUCT file ->
+a label map on its referenced series' grid, :mod:`medseg.io.dicom_labels`);
+NIfTI/NRRD/MHA -> :mod:`medseg.io.volumes`; PNG/JPEG/BMP/TIFF -> :mod:`medseg.io.raster`.
+``save`` picks the writer the same way from the output path (``.dcm``: a DICOM SEG).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def load(path: str | os.PathLike[str], **options: Any) -> Image:
         searched recursively for DICOM series.
     **options
         Reader options: ``series`` (UID or index), ``strict`` and
-        ``include_patient_identity`` for DICOM; ``spacing`` (mm) for raster
+        ``include_patient_identity`` for DICOM; ``reference`` (the series
+        folder or Image) for a DICOM SEG or RTSTRUCT; ``spacing`` (mm) for raster
         images (PNG/JPEG/BMP/TIFF); ``modality`` for volume and raster files,
         which do not store one.
 
@@ -74,4 +76,26 @@ def save(image: Image, path: str | os.PathLike[str], **options: Any) -> Path:
     return fmt.write(image, p, **options)
 
 
-__all__ = ["Image", "LabelMap", "find_series", "load", "load_labels", "save"]
+def save_seg(labels: LabelMap, source: Any, path: str | os.PathLike[str], **options: Any) -> Path:
+    """Write ``labels`` as a DICOM SEG of its source series (see :func:`medseg.io.dicom_seg.save_seg`)."""
+    from medseg.io.dicom_seg import save_seg as _save
+
+    return _save(labels, source, path, **options)
+
+
+def save_rtstruct(labels: LabelMap, source: Any, path: str | os.PathLike[str], **options: Any) -> Path:
+    """Write ``labels`` as an RT Structure Set of its source series (see :func:`medseg.io.rtstruct.save_rtstruct`)."""
+    from medseg.io.rtstruct import save_rtstruct as _save
+
+    return _save(labels, source, path, **options)
+
+
+def load_segments(path: str | os.PathLike[str], **options: Any) -> list[Any]:
+    """One mask per segment of a DICOM SEG or ROI of an RTSTRUCT (see :func:`medseg.io.dicom_labels.load_segments`)."""
+    from medseg.io.dicom_labels import load_segments as _load
+
+    return _load(path, **options)
+
+
+__all__ = ["Image", "LabelMap", "find_series", "load", "load_labels", "load_segments", "save", "save_rtstruct",
+           "save_seg"]

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from medseg.errors import WriteError
 
-Family = Literal["volume", "raster", "dicom"]
+Family = Literal["volume", "raster", "dicom", "slide"]
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,10 @@ class Format:
         Short name used by ``--format`` options (``nifti``, ``nrrd``, ``mha``, ``png``, ``tiff`` ...).
     suffixes : tuple of str
         Lower-case file suffixes, the preferred one (for writing) first.
-    family : {"volume", "raster", "dicom"}
-        Volumes carry full geometry; rasters are 2D pictures (TIFF also stacks) in stored pixel order.
+    family : {"volume", "raster", "dicom", "slide"}
+        Volumes carry full geometry; rasters are 2D pictures (TIFF also stacks) in stored pixel order;
+        slides are whole-slide images, read lazily (:mod:`medseg.io.slide`): their reader returns a
+        low-resolution overview, never a whole full-resolution level.
     dims : tuple of int
         Spatial dimensionalities the format stores.
     reader, writer : str or None
@@ -45,6 +47,8 @@ class Format:
         (``image, path -> Path``); None when medseg does not write the format.
     lossless_labels : bool
         True when a label map written in this format reads back unchanged (JPEG is lossy).
+    aliases : tuple of str
+        Other names ``--format`` accepts.
     """
 
     name: str
@@ -54,6 +58,7 @@ class Format:
     reader: str
     writer: str | None
     lossless_labels: bool
+    aliases: tuple[str, ...] = ()
 
     def read(self, path: Path, **options: Any) -> Any:
         """Read ``path`` with this format's reader."""
@@ -81,7 +86,14 @@ FORMATS: tuple[Format, ...] = (
     Format("bmp", (".bmp",), "raster", (2,), "medseg.io.raster:load_raster", None, True),
     Format("tiff", (".tif", ".tiff"), "raster", (2, 3), "medseg.io.raster:load_raster",
            "medseg.io.raster_write:save_raster", True),
-    Format("dicom", (".dcm",), "dicom", (2, 3), "medseg.io.dicom:load_dicom", None, False),
+    # DICOM images and series; SEG and RTSTRUCT files read as label maps, and label maps are written as a
+    # DICOM SEG (or an RTSTRUCT) of their source series (medseg.io.dicom_labels)
+    Format("dicom", (".dcm",), "dicom", (2, 3), "medseg.io.dicom_labels:load_dicom_path",
+           "medseg.io.dicom_labels:write_seg", True, aliases=("dicom-seg", "seg")),
+    Format("rtstruct", (".dcm",), "dicom", (3,), "medseg.io.dicom_labels:load_dicom_path",
+           "medseg.io.dicom_labels:write_rtstruct", False),
+    Format("slide", (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".svslide", ".bif"), "slide", (2,),
+           "medseg.io.slide:load_slide_overview", None, False),
 )
 # suffix -> format, longest suffix first so ".nii.gz" wins over ".gz"-less matches
 _BY_SUFFIX = sorted(((s, f) for f in FORMATS for s in f.suffixes), key=lambda sf: len(sf[0]), reverse=True)
@@ -125,7 +137,7 @@ def strip_image_suffix(name: str) -> str:
 
 
 def format_named(name: str) -> Format:
-    """The writable format called ``name`` (a format name or a suffix, ``nii.gz`` / ``.png`` included).
+    """The writable format called ``name`` (a name, an alias or a suffix: ``nii.gz``, ``.png``, ``seg``).
 
     Raises
     ------
@@ -135,7 +147,7 @@ def format_named(name: str) -> Format:
     key = name.lower().strip()
     dotted = key if key.startswith(".") else f".{key}"
     for f in FORMATS:
-        if f.writer and (key == f.name or dotted in f.suffixes):
+        if f.writer and (key == f.name or key in f.aliases or dotted in f.suffixes):
             return f
     writable = ", ".join(f.name for f in FORMATS if f.writer)
     raise WriteError(f"unknown output format {name!r}; medseg writes {writable}")

@@ -15,6 +15,7 @@ Conventions (the same as ITK/SimpleITK index order and as nibabel/MONAI arrays):
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -184,6 +185,12 @@ class Image:
         base.update(array=array, meta=dict(self.meta), warnings=[], channel_axis=False, intensity_unit="")
         base.update(changes)
         return LabelMap(**base, label_names=names)
+
+    def _repr_html_(self) -> str:
+        """The notebook card (:func:`medseg.report.display.image_html`): properties and a three-plane thumbnail."""
+        # the renderer is named as a string and imported on use (as io/formats.py names readers): the core type
+        # never imports matplotlib or the report layer
+        return importlib.import_module("medseg.report.display").image_html(self)
 
     def __repr__(self) -> str:
         sp = "x".join(f"{s:.4g}" for s in self.spacing)

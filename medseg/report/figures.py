@@ -39,17 +39,25 @@ def _aspect(spacing: Sequence[float], axis: int) -> float:
     return rest[1] / rest[0]
 
 
+def lps_order(image: Image) -> tuple[list[int], list[int]]:
+    """The array axis running along each world axis (L, P, S), and the view axes to flip so they increase.
+
+    An image too oblique to tell keeps its stored order (no flips).
+    """
+    world_axis = np.argmax(np.abs(image.direction), axis=0)  # world axis each array axis runs along
+    if sorted(world_axis.tolist()) != list(range(image.ndim)):
+        return list(range(image.ndim)), []
+    order = [int(a) for a in np.argsort(world_axis)]
+    return order, [a for a in range(image.ndim) if image.direction[a, order[a]] < 0]
+
+
 def _lps_view(arrays: list[np.ndarray | None], image: Image) -> tuple[list[np.ndarray | None], tuple[float, ...]]:
     """Arrays re-ordered and flipped so that axes 0, 1, 2 point to patient left, posterior, superior.
 
     Display then follows the radiological convention whatever order the file
     stored its voxels in (e.g. the LAS or RAS grids of many NIfTI writers).
     """
-    world_axis = np.argmax(np.abs(image.direction), axis=0)  # world axis each array axis runs along
-    if sorted(world_axis.tolist()) != list(range(image.ndim)):
-        return arrays, image.spacing  # oblique beyond recognition: show as stored
-    order = np.argsort(world_axis)
-    flips = [a for a in range(image.ndim) if image.direction[world_axis[order[a]], order[a]] < 0]
+    order, flips = lps_order(image)
     spacing = tuple(image.spacing[a] for a in order)
     out = []
     for arr in arrays:

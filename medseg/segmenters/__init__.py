@@ -6,6 +6,7 @@ third-party package registers a kind (entry-point group ``medseg.segmenters``).
 
 from medseg.segmenters.base import (
     ENTRY_POINT_GROUP,
+    Promptable,
     Segmenter,
     SegmenterKind,
     foreground_names,
@@ -16,6 +17,7 @@ from medseg.segmenters.base import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Promptable",
     "Segmenter",
     "SegmenterKind",
     "foreground_names",

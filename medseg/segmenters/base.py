@@ -1,7 +1,9 @@
 """The :class:`Segmenter` protocol and the registry that turns a spec into one.
 
 A Segmenter is anything that labels an image on the image's own grid: a medseg
-model directory, a MONAI bundle, a classical recipe, a third-party model. The
+model directory, a MONAI bundle, a classical method (``classical:NAME``, see
+:mod:`medseg.classical`), a third-party model. A promptable model (box or
+point prompts) also has the methods of :class:`Promptable`. The
 CLI (``segment``, ``batch``, ``evaluate --baseline``), the batch runner and the
 demo accept any of them::
 
@@ -73,6 +75,26 @@ class Segmenter(Protocol):
         ...
 
 
+@runtime_checkable
+class Promptable(Protocol):
+    """Optional, beside :class:`Segmenter`: a model that segments what a prompt points at (SAM/MedSAM-style).
+
+    :func:`medseg.annotate.from_box` and :func:`medseg.annotate.from_points`
+    hand their prompt to a segmenter that has these methods (an object, or a
+    spec resolved by :func:`load_segmenter`, so a plugin kind can serve a
+    model with a user-supplied checkpoint). Both return label 1 on the
+    image's exact grid.
+    """
+
+    def segment_box(self, image: Image, box: Any) -> LabelMap:
+        """The object inside ``box``: ``(2, ndim)`` opposite corners in world mm (LPS)."""
+        ...
+
+    def segment_points(self, image: Image, points: Any, positive: Any) -> LabelMap:
+        """The object at ``points`` (``(n, ndim)`` world mm); ``positive[i]`` False marks a background point."""
+        ...
+
+
 @dataclass(frozen=True)
 class SegmenterKind:
     """One way of turning a spec into a Segmenter.
@@ -117,6 +139,8 @@ _BUILTIN: list[SegmenterKind] = [
                   looks_like="a folder with model_card.json"),
     SegmenterKind("MONAI bundle", "medseg.models.model:load_model", detect="medseg.models.bundle:is_bundle",
                   looks_like="a folder with configs/inference.json"),
+    SegmenterKind("H&E nuclei", "medseg.pathology.segmenters:load_he", scheme="he"),
+    SegmenterKind("classical method", "medseg.classical.spec:load_classical", scheme="classical"),
 ]
 _registered: list[SegmenterKind] = []
 

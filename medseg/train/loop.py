@@ -332,7 +332,9 @@ class _Data:
         cached = cached_transforms(cfg)
         self.device = device
         self.randoms = random_transforms(cfg, device)
-        self.cache = CacheDataset([c.as_item() for c in train_cases], transform=cached, progress=False)
+        # stain jitter works on the raw RGB: training cases are cached before the intensity preset, which follows it
+        train_cached = cached_transforms(cfg, intensity=not cfg.augment.hed_jitter)
+        self.cache = CacheDataset([c.as_item() for c in train_cases], transform=train_cached, progress=False)
         self.val_items = [cached(c.as_item()) for c in val_cases]
         self.generator = torch.Generator()
         self.loader = ThreadDataLoader(

@@ -35,6 +35,29 @@ def describe(image: Image, label: str) -> dict[str, Any]:
     }
 
 
+def describe_slide(path: Path, label: str) -> dict[str, Any]:
+    """:func:`describe` of a whole-slide image: level-0 size and pixel size, intensities of its overview, and
+    under ``slide`` its levels, microns per pixel, objective power and associated images."""
+    from medseg.io.slide import open_slide
+
+    with open_slide(path) as slide:
+        overview = slide.overview(1024)
+        row = describe(overview, label)
+        row.update(
+            dimensions=list(slide.dimensions),
+            spacing_mm=[round(m / 1000.0, 9) for m in slide.mpp] if slide.mpp else None,
+            slide=slide.describe(),
+            warnings=[] if slide.mpp else ["pixel size unknown: pass --mpp (um per pixel) for results in um"],
+        )
+    return row
+
+
+def _describe_file(path: Path, label: str) -> dict[str, Any]:
+    from medseg.io.slide import is_slide_file
+
+    return describe_slide(path, label) if is_slide_file(path) else describe(load(path), label)
+
+
 def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p) and format_of(p).family != "dicom")
 
@@ -57,7 +80,7 @@ def scan(path: Path) -> Iterator[dict[str, Any]]:
     and each volume or raster file in it; a file that fails gives an ``error`` row.
     """
     if not path.is_dir():
-        yield describe(load(path), str(path))
+        yield _describe_file(path, str(path))
         return
     found = False
     for info in dicom_series(path):
@@ -73,7 +96,7 @@ def scan(path: Path) -> Iterator[dict[str, Any]]:
     for file in image_files(path):
         found = True
         try:
-            yield describe(load(file), str(file))
+            yield _describe_file(file, str(file))
         except MedsegError as exc:
             yield {"image": str(file), "error": str(exc)}
     if not found:

@@ -1,4 +1,8 @@
-"""``medseg measure``: tables of existing label maps (a file, or a folder paired with a folder of scans)."""
+"""``medseg measure``: tables of existing label maps (a file, or a folder paired with a folder of scans).
+
+With ``chest=True`` the table has one row per label map instead: the lung and
+heart areas and cardiothoracic ratio of a chest radiograph (:mod:`medseg.chest`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from medseg.atomic import atomic_path
+from medseg.chest import chest_measurements
 from medseg.errors import ReadError, WriteError
 from medseg.io import load
 from medseg.io.formats import is_image_file, strip_image_suffix
@@ -101,14 +106,18 @@ def measure_files(
     instances: bool = False,
     shape: bool = True,
     connectivity: int | None = None,
+    chest: bool = False,
     warn: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """Measure a label map (or every label map in a folder) with :func:`medseg.measure`.
 
     A folder of label maps pairs with a folder of scans by name (``case.nii.gz``
     with ``case.*`` or nnU-Net's ``case_0000.*``); the table then starts with a
-    ``file`` column. ``warn`` receives each measurement warning (unknown
-    spacing, empty maps). Returns the table and the number of label maps.
+    ``file`` column. ``chest``: one row per label map with the chest
+    radiograph columns of :meth:`medseg.chest.ChestMeasurement.row` (a mask
+    without a pixel size takes its radiograph's). ``warn`` receives each
+    measurement warning (unknown spacing, empty maps). Returns the table and
+    the number of label maps.
     """
     if not labels.exists():
         raise ReadError("no such file or folder", labels)
@@ -126,14 +135,17 @@ def measure_files(
         scan = load(image_file) if image_file else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            table = measure(
-                load(label_file),
-                scan,
-                label_names=label_names,
-                instances=instances,
-                shape=shape,
-                connectivity=connectivity,
-            )
+            if chest:
+                table = pd.DataFrame([chest_measurements(load(label_file), scan, label_names=label_names).row()])
+            else:
+                table = measure(
+                    load(label_file),
+                    scan,
+                    label_names=label_names,
+                    instances=instances,
+                    shape=shape,
+                    connectivity=connectivity,
+                )
         if warn is not None:
             for warning in caught:
                 warn(str(warning.message))

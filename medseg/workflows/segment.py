@@ -24,6 +24,11 @@ def output_format(source: str | os.PathLike[str], ndim: int, requested: str | No
     return format_named(requested) if requested else label_output_format(source, ndim)
 
 
+def save_options(fmt: Format, source: Any, segmenter: Segmenter) -> dict[str, Any]:
+    """Writer options for a label map of ``source``: a DICOM SEG or RTSTRUCT names its source series and model."""
+    return {"source": source, "segmenter": segmenter} if fmt.family == "dicom" else {}
+
+
 def segment_files(
     segmenter: Segmenter,
     inputs: list[str | os.PathLike[str]],
@@ -31,9 +36,14 @@ def segment_files(
     *,
     output_format_name: str | None = None,
     probabilities: bool = False,
+    slide_options: dict[str, Any] | None = None,
     **segment_options: Any,
 ) -> list[Path]:
     """Read each input with :func:`medseg.io.load`, segment it, write ``OUT/<stem>.<suffix>``.
+
+    A whole-slide image (:func:`medseg.io.slide.is_slide_file`: SVS, NDPI, MRXS, ..., pyramidal TIFF) is
+    segmented tile by tile instead, into the folder ``OUT/<stem>/`` (cell table, QuPath GeoJSON, summary:
+    :func:`medseg.workflows.slide.segment_slide`).
 
     Parameters
     ----------
@@ -44,17 +54,21 @@ def segment_files(
     out_dir : path-like
         Output folder (created).
     output_format_name : str, optional
-        ``nifti``, ``nrrd``, ``mha``, ``png`` or ``tiff``; default: see :func:`output_format`.
+        ``nifti``, ``nrrd``, ``mha``, ``png``, ``tiff``, ``dicom-seg`` (a DICOM SEG of a DICOM input series,
+        ``<stem>.dcm``) or ``rtstruct``; default: see :func:`output_format`.
     probabilities : bool
         Also write ``OUT/<stem>_prob_<label>.nii.gz`` per foreground label (float32, on the input grid);
         needs a segmenter with ``probabilities(image)``.
+    slide_options : dict, optional
+        Keyword arguments of :func:`~medseg.workflows.slide.segment_slide` for slide inputs (``mpp``,
+        ``tile``, ``overlap``, ``tissue``, ``label_tiff``, ...).
     **segment_options
         Passed to ``segmenter.segment`` (e.g. ``tta=True`` for network models).
 
     Returns
     -------
     list of Path
-        The label-map paths, in input order.
+        The label-map paths (the output folder of a slide), in input order.
     """
     from medseg.errors import ModelError, WriteError
     from medseg.io import load, save
@@ -64,13 +78,20 @@ def segment_files(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise WriteError("is a file, but the output of segment is a folder", out)
+    from medseg.io.slide import is_slide_file
+
     written = []
     for path in inputs:
+        if is_slide_file(path):
+            from medseg.workflows.slide import segment_slide
+
+            written.append(segment_slide(segmenter, path, out / output_stem(path), **(slide_options or {})).out_dir)
+            continue
         image = load(path)
         labels = segmenter.segment(image, **segment_options)
         fmt = output_format(path, image.ndim, output_format_name)
         stem = output_stem(path)
-        written.append(save(labels, out / f"{stem}{fmt.suffixes[0]}"))
+        written.append(save(labels, out / f"{stem}{fmt.suffixes[0]}", **save_options(fmt, path, segmenter)))
         if probabilities:
             probs = segmenter.probabilities(image, **segment_options)
             for index, name in segmenter.label_names.items():

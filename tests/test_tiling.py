@@ -1,0 +1,217 @@
+"""Tiled inference with instance stitching: grid, ownership, seams, resumption, bad tiles, outputs over real slides."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+import tifffile
+from shapely.geometry import box
+
+import medseg
+from benchmarks.bench_pathology import mosaic, seam_report, untiled_instances
+from medseg.annotations.polygons import polygons_to_mask
+from medseg.io.image import Image
+from medseg.io.pyramid import save_pyramid
+from medseg.io.slide import open_slide
+from medseg.metrics import match_instances
+from medseg.pathology.segmenters import OtsuNucleiSegmenter
+from medseg.pathology.tiling import TileGrid, plan_tiles, resolve_seams, sliding_window
+from medseg.workflows.slide import segment_slide
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_cores_partition_the_image_and_windows_follow_the_image_wide_sliding_window_grid() -> None:
+    grid = plan_tiles((1000, 700), tile=256, margin=64, window=((128, 128), (96, 96)))
+    covered = np.zeros((1000, 700), int)
+    for r in range(grid.n_rows):
+        for c in range(grid.n_cols):
+            x0, y0, x1, y1 = grid.core(c, r)
+            covered[x0:x1, y0:y1] += 1
+            wx0, wy0, wx1, wy1 = grid.window(c, r)
+            assert wx0 <= max(x0 - 64, 0) and wx1 >= min(x1 + 64, 1000)
+            for lo, hi, size in ((wx0, wx1, 1000), (wy0, wy1, 700)):
+                assert lo % 96 == 0 and (hi == size or (hi - lo - 128) % 96 == 0)
+    assert (covered == 1).all()
+    assert grid.tile_of(np.array([255.9, 256.0]), np.array([0.0, 699.0])).tolist() == [0, 2 * grid.n_cols + 1]
+    derived = plan_tiles((50000, 40000), patch_px=128, max_object_px=40)
+    assert derived.margin == 80 and derived.tile == 2048 - 160
+    model = medseg.load_segmenter(REPO / "sample_data" / "models" / "nuclei_2d", device="cpu")
+    assert sliding_window(model) == ((128, 128), (96, 96))
+    assert sliding_window(OtsuNucleiSegmenter()) is None
+
+
+def _band_row(tile: int, poly: shapely.Polygon, in_core: bool) -> dict[str, object]:
+    c = poly.centroid
+    return {"tile": tile, "in_core": in_core, "centroid_x_px": c.x, "centroid_y_px": c.y,
+            "geometry": shapely.to_wkb(poly)}
+
+
+def test_seam_candidates_keep_exactly_one_copy_of_each_nucleus() -> None:
+    grid = TileGrid(512, 256, 256, 32)
+    rows = [
+        _band_row(0, box(250, 100, 259, 110), False),  # one nucleus, centroid 254.5 (left) ...
+        _band_row(1, box(251, 100, 260, 110), True),  # ... 255.5 in the right tile's segmentation: both unowned
+        _band_row(0, box(240, 10, 254, 20), True),  # another, seen only by the left tile: kept
+        _band_row(1, box(258, 40, 262, 44), False),  # a fragment outside its core, matched with nothing: dropped
+    ]
+    keep = resolve_seams(pd.DataFrame(rows), grid, "px", None)
+    assert keep.tolist() == [True, False, True, False]  # the group's mean centroid (255) lies in tile 0's core
+
+
+@pytest.fixture(scope="module")
+def fluo(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
+    image = medseg.load(shared_data / "cells_fluo" / "nuclei.tif").array[:256, :256]
+    labels = medseg.load(shared_data / "cells_fluo" / "nuclei_labels.tif").array[:256, :256].astype(np.uint32)
+    return image, labels
+
+
+@pytest.mark.slow
+def test_fluorescence_mosaic_tiled_equals_untiled_without_split_or_duplicate_nuclei(
+    tmp_path: Path, fluo: tuple[np.ndarray, np.ndarray]
+) -> None:
+    big, reference = mosaic(fluo[0], 2, fluo[1])
+    image = Image(big, spacing=(0.0005, 0.0005), modality="SM")
+    path = save_pyramid(image, tmp_path / "mosaic.tif")
+    model = medseg.load_segmenter(REPO / "sample_data" / "models" / "nuclei_2d", device="cpu")
+    result = segment_slide(model, path, tmp_path / "out", tile=256, overlap=32, tissue=False, label_tiff=True)
+    tiled = open_slide(result.outputs["labels"]).read_region((0, 0), (512, 512)).array
+    report = seam_report(tiled, untiled_instances(model, image), reference, 256)
+    assert report["f1"] >= 0.99 and report["split_by_tiling"] == 0 and report["duplicates"] == 0, report
+    cells = pd.read_csv(result.outputs["cells"])
+    assert len(cells) == tiled.max() and cells.id.is_unique and result.summary["tiles"]["total"] == 4
+
+
+@pytest.fixture(scope="module")
+def he_tile(shared_data: Path) -> np.ndarray:
+    return medseg.load(shared_data / "he_nuclei" / "cpm15_06.png").array[:300, :300]
+
+
+def test_he_mosaic_through_openslide_tiled_equals_untiled(tmp_path: Path, he_tile: np.ndarray) -> None:
+    big, _ = mosaic(he_tile, 2)
+    image = Image(big, spacing=(0.0005, 0.0005), channel_axis=True, modality="SM")
+    path = save_pyramid(image, tmp_path / "he.tif")
+    assert open_slide(path).backend == "openslide"
+    seg = medseg.load_segmenter("he:otsu")
+    result = segment_slide(seg, path, tmp_path / "out", tile=160, overlap=40, tissue=False, label_tiff=True)
+    tiled = open_slide(result.outputs["labels"]).read_region((0, 0), (600, 600)).array
+    untiled = untiled_instances(seg, image)
+    match = match_instances(tiled, untiled)
+    assert match.f1 >= 0.99, (match.tp, match.fp, match.fn)
+    assert "mean_haematoxylin_od" in pd.read_csv(result.outputs["cells"]).columns
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _Flaky(OtsuNucleiSegmenter):
+    """Raises on its ``fail_at``-th tile (an interrupted run)."""
+
+    calls = 0
+    fail_at = 0
+
+    def with_reference(self, reference: Image, mask: np.ndarray | None = None) -> _Flaky:
+        frozen = super().with_reference(reference, mask)
+        out = _Flaky(frozen.threshold, frozen.stains)
+        return out
+
+    def segment(self, image: Image):  # type: ignore[no-untyped-def]
+        type(self).calls += 1
+        if type(self).calls == type(self).fail_at:
+            raise _Interrupted
+        return super().segment(image)
+
+
+def test_an_interrupted_run_resumes_at_its_first_unfinished_block(tmp_path: Path, he_tile: np.ndarray) -> None:
+    big, _ = mosaic(he_tile, 2)
+    image = Image(big, spacing=(0.0005, 0.0005), channel_axis=True)
+    options = {"tile": 100, "overlap": 40, "tissue": False, "block_tiles": 2}
+    whole = segment_slide(OtsuNucleiSegmenter(), image, tmp_path / "whole", **options)
+    _Flaky.calls, _Flaky.fail_at = 0, 10  # 36 tiles in 9 blocks of 4: two blocks done, then the crash
+    with pytest.raises(_Interrupted):
+        segment_slide(_Flaky(), image, tmp_path / "resumed", **options)
+    assert len(list((tmp_path / "resumed" / ".tiles").glob("block_*.parquet"))) == 2
+    _Flaky.calls, _Flaky.fail_at = 0, 0
+    resumed = segment_slide(_Flaky(), image, tmp_path / "resumed", **options)
+    assert resumed.summary["tiles"]["processed_this_session"] == 36 - 8
+    a, b = (pd.read_csv(r.outputs["cells"]).drop(columns="id") for r in (whole, resumed))
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_corrupt_tile_is_recorded_and_the_rest_of_the_slide_goes_on(tmp_path: Path, he_tile: np.ndarray) -> None:
+    big, _ = mosaic(he_tile, 2)
+    path = tmp_path / "broken.tif"
+    rows = np.moveaxis(big, 0, 1)
+    tifffile.imwrite(path, rows, tile=(128, 128), photometric="rgb", compression="jpeg",
+                     resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+    tifffile.imwrite(path, rows[::2, ::2], tile=(128, 128), photometric="rgb", compression="jpeg", append=True,
+                     subfiletype=1)
+    with tifffile.TiffFile(path) as tif:
+        offset, count = tif.pages[0].dataoffsets[7], tif.pages[0].databytecounts[7]
+    with open(path, "r+b") as fh:
+        fh.seek(offset + 8)
+        fh.write(b"\xff\x00" * ((count - 16) // 2))
+    result = segment_slide(OtsuNucleiSegmenter(), path, tmp_path / "out", tile=200, overlap=40, tissue=False)
+    failed = pd.read_csv(result.outputs["failed_tiles"])
+    assert 1 <= len(failed) < 9 and failed.error.str.contains("region at").all()
+    assert result.summary["tiles"]["failed"] == len(failed) and result.summary["n_cells"] > 100
+    assert any("could not be read" in w for w in result.warnings)
+
+
+@pytest.mark.slow
+def test_tiled_run_over_the_real_svs_writes_valid_geojson_that_rasterises_back(tmp_path: Path,
+                                                                              shared_data: Path) -> None:
+    result = segment_slide(medseg.load_segmenter("he:otsu"), shared_data / "wsi" / "CMU-1-Small-Region.svs",
+                           tmp_path / "cmu", tile=1024, label_tiff=True)
+    summary = json.loads(result.outputs["summary"].read_text())
+    assert summary["slide"]["mpp_um"] == pytest.approx([0.499, 0.499]) and 0.3 < summary["tissue_area_mm2"] < 1.6
+    assert summary["density_per_mm2"] == pytest.approx(summary["n_cells"] / summary["tissue_area_mm2"])
+    assert summary["tiles"]["with_tissue"] <= summary["tiles"]["total"]
+    collection = json.loads(result.outputs["detections"].read_text())
+    features = collection["features"]
+    assert len(features) == summary["n_cells"] > 1000
+    props = features[0]["properties"]
+    assert props["objectType"] == "detection" and props["classification"]["name"] == "nucleus"
+    assert {"area_um2", "solidity", "mean_haematoxylin_od"} <= set(props["measurements"])
+    geoms = [shapely.geometry.shape(f["geometry"]) for f in features]
+    assert all(g.is_valid for g in geoms)
+    rings = [p.exterior for g in geoms for p in getattr(g, "geoms", [g])]
+    assert all(len(r.coords) >= 4 and r.coords[0] == r.coords[-1] for r in rings)
+    labels = open_slide(result.outputs["labels"])
+    assert labels.mpp == pytest.approx((0.499, 0.499))
+    full = labels.read_region((0, 0), labels.dimensions).array
+    ious = []
+    for k, g in enumerate(geoms, start=1):
+        x0, y0, x1, y1 = (int(v) for v in g.bounds)
+        drawn = polygons_to_mask(g, (x1 - x0, y1 - y0), (x0, y0))
+        stored = full[x0:x1, y0:y1] == k
+        ious.append(np.count_nonzero(drawn & stored) / np.count_nonzero(drawn | stored))
+    assert np.median(ious) >= 0.95
+
+
+def test_segment_and_batch_commands_take_slides(tmp_path: Path, shared_data: Path, he_tile: np.ndarray) -> None:
+    from typer.testing import CliRunner
+
+    from medseg.batch import run_batch
+    from medseg.cli import app
+
+    runner = CliRunner()
+    svs = shared_data / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"
+    refused = runner.invoke(app, ["segment", "he:otsu", str(svs), "--out", str(tmp_path / "a")])
+    assert refused.exit_code != 0 and "--mpp" in str(refused.exception)
+    (tmp_path / "in").mkdir()
+    path = save_pyramid(Image(mosaic(he_tile, 2)[0], spacing=(0.0005, 0.0005), channel_axis=True),
+                        tmp_path / "in" / "he.tif")
+    ok = runner.invoke(app, ["segment", "he:otsu", str(path), "--out", str(tmp_path / "a"), "--tile", "300"])
+    assert ok.exit_code == 0, ok.output
+    folder = tmp_path / "a" / "he"
+    assert {"cells.csv", "detections.geojson", "summary.json", "tissue.png"} <= {p.name for p in folder.iterdir()}
+    run_batch("he:otsu", tmp_path / "in", tmp_path / "batch")
+    cohort = pd.read_csv(tmp_path / "batch" / "measurements.csv")
+    assert len(cohort) == 1 and cohort.n_cells[0] > 100 and cohort.density_per_mm2[0] > 0
