@@ -15,7 +15,7 @@ Run from the repository root (one run of each figure; about 15 minutes on 2 CPU 
 * **memory**: peak RSS of a tiled run (``he:otsu``, tissue detection, label TIFF) over synthetic
   5,000^2 and 20,000^2 H&E slides (JPEG pyramids, tissue in three ellipses), each in its own process;
 * **overhead**: the fluorescence mosaic tiled with tile 1024 and overlap 48 vs the bare network
-  (MONAI sliding window on the whole mosaic, already normalised); the tiled run's own network time and
+  (MONAI sliding window on the whole mosaic, already normalised; best of 3); the tiled run's own network time and
   everything else (reading, tiling, instances, morphometry, polygons, stitching, writing);
 * **morphometry**: :func:`medseg.pathology.morphometry.morphometry` vs ``medseg.measure(instances=True)``
   (the per-instance loop) and ``skimage.measure.regionprops_table`` for the same features.
@@ -228,10 +228,12 @@ def overhead(work: Path, image: Image) -> dict[str, Any]:
     frozen = with_reference(model, image)
     x = Preprocessor(frozen.config)(image)[None].as_tensor()
     sliding_window_probabilities(frozen.network, x[..., :256, :256], frozen.config)  # warm-up
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        sliding_window_probabilities(frozen.network, x, frozen.config)
-    bare = time.perf_counter() - t0
+    bare = np.inf
+    for _ in range(3):  # best of 3: the machine is shared
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            sliding_window_probabilities(frozen.network, x, frozen.config)
+        bare = min(bare, time.perf_counter() - t0)
     path = save_pyramid(image, work / "overhead.tif")
     t0 = time.perf_counter()
     result = segment_slide(model, path, work / "overhead", tile=1024, overlap=48, tissue=False)

@@ -420,8 +420,9 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
         crop = semantic[box]
         mask = crop == value
         if rule.fill_holes:
-            holes = fill_holes(mask) & (crop == 0)
-            crop[holes] = value
+            holes = fill_holes(mask)
+            holes &= crop == 0
+            np.copyto(crop, value, where=holes)
             mask |= holes
         components, n = label_components(mask, conn)
         local = components

@@ -452,8 +452,16 @@ def _span(ds: Dataset, keyword: str) -> tuple[int, int] | None:
     return element.file_tell, raw.UNDEFINED  # an undefined-length sequence pydicom has parsed already
 
 
-def _numbers(value: bytes) -> np.ndarray:
-    return np.array([float(v) for v in value.strip(b" \x00").split(b"\\")])
+def _numbers(value: bytes | Any, count: int, keyword: str, path: Path) -> np.ndarray:
+    """The ``count`` numbers of a DS value (raw bytes or a pydicom value), or a ReadError naming ``keyword``."""
+    try:
+        items = value.strip(b" \x00").split(b"\\") if isinstance(value, bytes) else list(value)
+        numbers = np.array([float(v) for v in items])
+    except (TypeError, ValueError):
+        numbers = np.empty(0)
+    if numbers.shape != (count,) or not np.isfinite(numbers).all():
+        raise ReadError(f"{keyword} must be {count} finite numbers, not {value!r:.60}", path)
+    return numbers
 
 
 def _frames(ds: Dataset, buffer: mmap.mmap, path: Path, n_frames: int,
@@ -476,13 +484,15 @@ def _frames(ds: Dataset, buffer: mmap.mmap, path: Path, n_frames: int,
     seg_item = _first_item(shared, "SegmentIdentificationSequence")
     shared_segment = int(seg_item.ReferencedSegmentNumber) if seg_item is not None else 1
     pos_item = _first_item(shared, "PlanePositionSequence")
-    shared_position = np.array([float(v) for v in pos_item.ImagePositionPatient]) if pos_item is not None else None
+    shared_position = (_numbers(pos_item.ImagePositionPatient, 3, "ImagePositionPatient", path)
+                       if pos_item is not None else None)
     order = "little" if little else "big"
     frames = []
     for values in per_frame:
         segment = 0 if labelmap else (int.from_bytes(values[_SEGMENT_NUMBER][:2], order)
                                       if _SEGMENT_NUMBER in values else shared_segment)
-        position = _numbers(values[_POSITION]) if _POSITION in values else shared_position
+        position = (_numbers(values[_POSITION], 3, "ImagePositionPatient", path) if _POSITION in values
+                    else shared_position)
         source = None
         if _SOURCE_INSTANCE in values:
             number = values[_SOURCE_FRAME].strip(b" \x00") if _SOURCE_FRAME in values else b""
@@ -490,12 +500,12 @@ def _frames(ds: Dataset, buffer: mmap.mmap, path: Path, n_frames: int,
                       int(number) if number else None)
         frames.append(_Frame(segment, position, source))
     first = per_frame[0] if per_frame else {}
-    orientation = _numbers(first[_ORIENTATION]) if _ORIENTATION in first else None
-    spacing = tuple(_numbers(first[_PIXEL_SPACING])) if _PIXEL_SPACING in first else None
+    orientation = _numbers(first[_ORIENTATION], 6, "ImageOrientationPatient", path) if _ORIENTATION in first else None
+    spacing = tuple(_numbers(first[_PIXEL_SPACING], 2, "PixelSpacing", path)) if _PIXEL_SPACING in first else None
     if orientation is None and (item := _first_item(shared, "PlaneOrientationSequence")) is not None:
-        orientation = np.array([float(v) for v in item.ImageOrientationPatient])
+        orientation = _numbers(item.ImageOrientationPatient, 6, "ImageOrientationPatient", path)
     if spacing is None and (item := _first_item(shared, "PixelMeasuresSequence")) is not None and "PixelSpacing" in item:
-        spacing = (float(item.PixelSpacing[0]), float(item.PixelSpacing[1]))
+        spacing = tuple(_numbers(item.PixelSpacing, 2, "PixelSpacing", path))
     return frames, orientation, spacing
 
 
