@@ -5,7 +5,7 @@
     import medseg
     from medseg.annotate import bounding_box, from_box, from_points
     box = [(-120.0, -180.0, -800.0), (-20.0, -90.0, -770.0)]       # two opposite corners, world mm (LPS)
-    liver = from_box(ct, box)                                      # random walker seeded by Otsu in the box
+    liver = from_box(ct, box)                                      # the centre's intensity band, bridges cut
     nucleus = from_points(image, [(105.0, 230.0)])                 # confidence-connected growth from the click
     mask = from_box(ct, box, model="sam:/models/medsam_vit_b.pth") # a registered promptable model instead
 
@@ -98,7 +98,7 @@ def _component_at(mask: np.ndarray, centre: np.ndarray) -> np.ndarray:
     return components == int(np.argmax(hits)) if hits.max() else np.zeros(mask.shape, bool)
 
 
-def _box_classical(image: Image, box: tuple[slice, ...]) -> np.ndarray:
+def _box_random_walker(image: Image, box: tuple[slice, ...]) -> np.ndarray:
     """Random walker in the box, seeded by Otsu's split of the box: the structure at the box's centre.
 
     Otsu's threshold of the box's voxels (scikit-image ``threshold_otsu``)
@@ -136,6 +136,41 @@ def _box_classical(image: Image, box: tuple[slice, ...]) -> np.ndarray:
     return fill_holes(_component_at(walked, centre) if walked[centre].any() else walked)
 
 
+def _ball(radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
+    """Footprint of the voxels within ``radius_mm`` of the centre (at least the face neighbours)."""
+    reach = [max(1, int(radius_mm // s)) for s in spacing]
+    grid = np.meshgrid(*[np.arange(-r, r + 1) * s for r, s in zip(reach, spacing, strict=True)], indexing="ij")
+    return sum(g**2 for g in grid) <= max(radius_mm, max(spacing)) ** 2
+
+
+def _box_band_3d(image: Image, box: tuple[slice, ...], width: float = 2.0) -> np.ndarray:
+    """3D: the voxels of the centre's intensity connected to the centre, with thin bridges cut.
+
+    The structure's intensity is learnt from the centre of the box (median
+    and MAD of a 3x3x3-median-filtered copy, scipy.ndimage): voxels within
+    ``width`` robust standard deviations of it form a band. An opening by a
+    ball of 2.5 % of the box's median side (5 mm for a 20 cm box) cuts the
+    thin bridges through which the band reaches neighbouring organs of the
+    same density (liver, stomach wall, muscle on CT); the component at the
+    centre is grown back by the same ball inside the band, and its holes
+    (vessels, lesions) are filled. A random walker cannot separate such
+    neighbours: there is no intensity edge between them.
+    """
+    from scipy import ndimage
+
+    voxels = ndimage.median_filter(np.asarray(image.array[box], dtype=np.float32), size=3)
+    centre = _centre(voxels.shape, 0.2)
+    level = float(np.median(voxels[centre]))
+    low, high = np.percentile(voxels, [1, 99])
+    spread = max(1.4826 * float(np.median(np.abs(voxels[centre] - level))), 0.02 * float(high - low))
+    band = np.abs(voxels - level) <= width * spread
+    ball = _ball(0.025 * float(np.median(np.array(voxels.shape) * np.array(image.spacing))), image.spacing)
+    core = _component_at(ndimage.binary_opening(band, structure=ball), centre)
+    if not core.any():
+        return fill_holes(_component_at(band, centre))
+    return fill_holes(_component_at(ndimage.binary_dilation(core, structure=ball) & band, centre))
+
+
 def _promptable(model: Any) -> Promptable:
     """``model`` (an object or a spec) as a promptable model, or a ModelError saying why not."""
     resolved = load_segmenter(model) if isinstance(model, str) else model
@@ -148,9 +183,11 @@ def _promptable(model: Any) -> Promptable:
 def from_box(image: Image, box: Any, *, model: Any = None) -> LabelMap:
     """The structure inside ``box`` (two opposite corners, world mm): label 1 ``object`` on the image's grid.
 
-    Without ``model``: a random walker inside the box seeded by Otsu's split
-    (see :func:`_box_classical`), 2D and 3D; the box should hold the structure
-    with some margin (its border is taken as background). With ``model``
+    Without ``model``: in 2D a random walker inside the box seeded by Otsu's
+    split (see :func:`_box_random_walker`), in 3D the centre's intensity band with
+    thin bridges cut (see :func:`_box_band_3d`); the box should hold the
+    structure with some margin (its border is taken as background) and its
+    centre should lie in the structure. With ``model``
     (a :class:`~medseg.segmenters.Promptable` or a spec resolving to one) the
     model's ``segment_box`` answers.
 
@@ -167,7 +204,7 @@ def from_box(image: Image, box: Any, *, model: Any = None) -> LabelMap:
     _require_scalar(image)
     region = box_slices(image, box)
     labels = np.zeros(image.shape, np.uint8)
-    labels[region] = _box_classical(image, region)
+    labels[region] = _box_band_3d(image, region) if image.ndim == 3 else _box_random_walker(image, region)
     return image.with_labels(labels, dict(LABEL_NAMES))
 
 

@@ -46,7 +46,8 @@ def test_box_prompts_on_every_nucleus_and_the_liver(nuclei, shared_data: Path) -
     assert len(scores) == 125
     assert np.median(scores) >= 0.85
     assert np.median(scores + livers) >= 0.85
-    assert min(livers) > 0.3  # docs/RESULTS.md records both liver figures: the box holds other organs of liver HU
+    assert livers[1] >= 0.9  # the abdominal series: the box's centre lies in the liver
+    assert livers[0] > 0.3  # ct_3mm holds the liver's dome only: its box's centre is mostly other tissue (docs/RESULTS.md)
 
 
 def test_bounding_box_is_in_world_mm_with_the_margin() -> None:

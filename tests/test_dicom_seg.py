@@ -295,6 +295,16 @@ def _cli(*args: object) -> None:
     assert done.value.code in (None, 0)
 
 
+def test_batch_cli_output_format_seg(shared_data: Path, tmp_path: Path) -> None:
+    """``medseg batch SEGMENTER SCANS OUT --output-format seg``, the spelling of the issue, writes SEGs."""
+    ct_dir = shared_data / "dicom_seg_liver" / "ct"
+    shutil.copytree(ct_dir, tmp_path / "inputs" / "ct")
+    _cli("batch", "classical:threshold:lower=400", tmp_path / "inputs", tmp_path / "out", "--output-format", "seg", "-q")
+    (case,) = (tmp_path / "out" / "cases").iterdir()
+    seg = medseg.load(case / "labels.dcm", reference=ct_dir)
+    assert np.array_equal(seg.array, (medseg.load(ct_dir).array >= 400).astype(np.uint8))
+
+
 def test_seg_and_rtstruct_are_ground_truth_labels_and_training_data(shared_data: Path, tmp_path: Path) -> None:
     import pandas as pd
     from medseg_threshold_plugin import FixedThreshold

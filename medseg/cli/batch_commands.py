@@ -37,7 +37,7 @@ def batch(
     log_json: Annotated[Path | None, typer.Option("--log-json", help="Write machine-readable events, one JSON "
                                                                      "object per line.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")] = False,
-    output_format: Annotated[str | None, typer.Option("--format", help="Label-map format: nifti, nrrd, mha, png, "
+    output_format: Annotated[str | None, typer.Option("--format", "--output-format", help="Label-map format: nifti, nrrd, mha, png, "
                                                                        "tiff, seg (dicom-seg: a DICOM SEG of a DICOM "
                                                                        "series) or rtstruct (default: png/tif for "
                                                                        "PNG/JPEG/TIFF inputs, seg with --store, else "
