@@ -140,7 +140,7 @@ def _ball(radius_mm: float, spacing: tuple[float, ...]) -> np.ndarray:
     """Footprint of the voxels within ``radius_mm`` of the centre (at least the face neighbours)."""
     reach = [max(1, int(radius_mm // s)) for s in spacing]
     grid = np.meshgrid(*[np.arange(-r, r + 1) * s for r, s in zip(reach, spacing, strict=True)], indexing="ij")
-    return sum(g**2 for g in grid) <= max(radius_mm, max(spacing)) ** 2
+    return sum(g**2 for g in grid) <= max(radius_mm, *spacing) ** 2
 
 
 def _box_band_3d(image: Image, box: tuple[slice, ...], width: float = 2.0) -> np.ndarray:
