@@ -24,6 +24,16 @@ SOP_CLASS = {"CT": "1.2.840.10008.5.1.4.1.1.2", "MR": "1.2.840.10008.5.1.4.1.1.4
 _INT16 = np.iinfo(np.int16)
 
 
+def write_dataset(ds: Dataset, target: Path, what: str) -> Path:
+    """Write ``ds`` to ``target`` atomically as a DICOM file; a WriteError names ``what`` and the reason."""
+    try:
+        with atomic_path(target) as tmp:
+            pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
+    except OSError as exc:
+        raise WriteError(f"cannot write {what} ({exc.strerror})", target) from exc
+    return target
+
+
 def _ds(value: float) -> str:
     """A decimal string of at most 16 characters (the DICOM DS limit)."""
     return format_number_as_ds(float(value)) if value != 0 else "0"
@@ -183,9 +193,5 @@ def save_dicom_series(
         ds.RescaleSlope = _ds(slope)
         ds.RescaleType = "HU" if modality == "CT" else "US"
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
-        try:
-            with atomic_path(target) as tmp:
-                pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
-        except OSError as exc:
-            raise WriteError(f"cannot write DICOM slice ({exc.strerror})", target) from exc
+        write_dataset(ds, target, "DICOM slice")
     return targets

@@ -33,14 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import ImplicitVRLittleEndian
 from scipy.ndimage import find_objects
 
-from medseg.atomic import atomic_path
 from medseg.errors import GeometryError, LabelError, ReadError, WriteError
 from medseg.io.contours import fill_even_odd, trace_outlines
 from medseg.io.dicom_frames import read_header
@@ -55,6 +53,7 @@ from medseg.io.dicom_source import (
     open_series,
 )
 from medseg.io.dicom_uids import derived_uid
+from medseg.io.dicom_write import write_dataset
 from medseg.io.guard import one_line
 from medseg.io.image import Image, LabelMap
 from medseg.io.structure_codes import structure_code
@@ -320,12 +319,7 @@ def save_rtstruct(
         observation.RTROIInterpretedType = "ORGAN" if code.known and code.category.value != "49755003" else ""
         observation.ROIInterpreter = ""
         ds.RTROIObservationsSequence.append(observation)
-    try:
-        with atomic_path(target) as tmp:
-            pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
-    except OSError as exc:
-        raise WriteError(f"cannot write the RT Structure Set ({exc.strerror})", target) from exc
-    return target
+    return write_dataset(ds, target, "the RT Structure Set")
 
 
 __all__ = ["RTSTRUCT_STORAGE", "is_rtstruct", "load_rois", "load_rtstruct", "save_rtstruct"]
