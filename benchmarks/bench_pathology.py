@@ -65,11 +65,11 @@ def mosaic(tile: np.ndarray, n: int, labels: np.ndarray | None = None) -> tuple[
 def untiled_instances(segmenter: Any, image: Image) -> np.ndarray:
     """The same segmenter, the same slide-wide statistics, the whole image in one piece."""
     from medseg.pathology.segmenters import with_reference
-    from medseg.pathology.tiling import instance_map
+    from medseg.postprocess import postprocess
     from medseg.workflows.case import postprocess_rules
 
     frozen = with_reference(segmenter, image)
-    return instance_map(frozen.segment(image), frozen.label_names, postprocess_rules(frozen))
+    return postprocess(frozen.segment(image), postprocess_rules(frozen)).instances.array
 
 
 def seam_report(tiled: np.ndarray, untiled: np.ndarray, reference: np.ndarray, tile: int) -> dict[str, float]:

@@ -39,10 +39,13 @@ class _Strict(BaseModel):
 
 # ---- intensity presets ---------------------------------------------------------------
 class CTIntensity(_Strict):
-    """CT: clip to an HU window and scale it linearly to [0, 1]."""
+    """CT: clip to an HU window, then scale it linearly to [0, 1], or z-score it with the dataset's foreground
+    ``mean_hu`` / ``std_hu`` when given (nnU-Net's CT normalisation; :mod:`medseg.plan` fills both in)."""
 
     preset: Literal["ct"]
     window_hu: tuple[float, float] = (-200.0, 300.0)
+    mean_hu: float | None = None
+    std_hu: float | None = Field(None, gt=0)
 
     @field_validator("window_hu")
     @classmethod
@@ -50,6 +53,12 @@ class CTIntensity(_Strict):
         if v[0] >= v[1]:
             raise ValueError(f"window_hu must be [low, high] with low < high, got {list(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> CTIntensity:
+        if (self.mean_hu is None) != (self.std_hu is None):
+            raise ValueError("mean_hu and std_hu go together (a z-score), or neither (a [0, 1] window)")
+        return self
 
 
 class PercentileIntensity(_Strict):
@@ -67,9 +76,11 @@ class PercentileIntensity(_Strict):
 
 
 class RGBIntensity(_Strict):
-    """RGB microscopy / H&E: per-channel z-score normalisation over the image."""
+    """Per-channel z-score over the image: ``rgb`` for RGB microscopy / H&E, ``zscore`` for any channels (MR);
+    ``nonzero`` takes the statistics over the non-zero voxels only (skull-stripped or masked scans)."""
 
-    preset: Literal["rgb"]
+    preset: Literal["rgb", "zscore"]
+    nonzero: bool = False
 
 
 class WindowIntensity(_Strict):
@@ -203,6 +214,10 @@ class WorkflowConfig(_Strict):
     in_channels: int = Field(1, ge=1)
     intensity: IntensityConfig
     spacing_mm: list[float] | None = Field(None, description="target voxel spacing; None keeps the input's")
+    spacing_px: list[float] | None = Field(
+        None, description="target spacing in input pixels, for data without a pixel size (PNG/JPEG radiographs): "
+        "the model sees one pixel per spacing_px input pixels whatever an image states; excludes spacing_mm",
+    )
     resample: Literal["extent", "spacing"] = Field(
         "extent",
         description="extent: resize to the grid covering the same extent at about spacing_mm (nnU-Net's rule, fast "
@@ -247,8 +262,12 @@ class WorkflowConfig(_Strict):
         nd = self.dims
         if len(self.patch_size) != nd or min(self.patch_size) < 1:
             raise ValueError(f"patch_size needs {nd} positive sizes for dims={nd}, got {self.patch_size}")
-        if self.spacing_mm is not None and (len(self.spacing_mm) != nd or min(self.spacing_mm) <= 0):
-            raise ValueError(f"spacing_mm needs {nd} positive values for dims={nd}, got {self.spacing_mm}")
+        for key in ("spacing_mm", "spacing_px"):
+            value = getattr(self, key)
+            if value is not None and (len(value) != nd or min(value) <= 0):
+                raise ValueError(f"{key} needs {nd} positive values for dims={nd}, got {value}")
+        if self.spacing_mm is not None and self.spacing_px is not None:
+            raise ValueError("give spacing_mm (physical) or spacing_px (input pixels), not both")
         if self.orientation is not None and nd != 3:
             raise ValueError("orientation applies to 3D workflows only; remove it for dims=2")
         if any(not 0 <= a < nd for a in self.augment.flip_axes):
@@ -269,6 +288,11 @@ class WorkflowConfig(_Strict):
             _validate_postprocess(self.postprocess, self.labels)
         _validate_network_builds(self)
         return self
+
+    @property
+    def target_spacing(self) -> list[float] | None:
+        """What the model grid resamples to: ``spacing_mm``, or ``spacing_px`` on images taken as 1-unit pixels."""
+        return self.spacing_mm or self.spacing_px
 
     @property
     def n_labels(self) -> int:

@@ -9,7 +9,9 @@ The steps for one image (:func:`predict`):
 3. softmax, then the *inverse* of the spatial preprocessing applied to the
    class probabilities, so interpolation happens on probabilities, not on
    label indices;
-4. argmax -> a label :class:`~medseg.io.image.Image` on the input's exact grid.
+4. argmax -> a label :class:`~medseg.io.image.Image` on the input's exact grid
+   (for background / interior / boundary models: objects wherever the
+   background probability is below 1/2, :func:`object_first_scores`).
 
 Steps 3 and 4 are fused for the label map (:meth:`Preprocessor.invert_labels`:
 on the CPU only voxels at label boundaries are interpolated, giving the same
@@ -109,6 +111,18 @@ def sliding_window_probabilities(
         return total if len(flips) == 1 else total.div_(len(flips))
 
 
+def object_first_scores(probs: torch.Tensor) -> torch.Tensor:
+    """Scores ``(3, *spatial)`` of background / interior / boundary probabilities whose argmax is background where
+    its probability is at least 1/2, else the likelier of interior and boundary.
+
+    A plain argmax over three classes calls a pixel background at ``(0.4, 0.3, 0.3)``, though it lies on an
+    object with probability 0.6, and so shrinks every object; adding ``min(interior, boundary)`` to both object
+    classes makes the likelier one score ``1 - P(background)``.
+    """
+    shared = torch.minimum(probs[1], probs[2])
+    return torch.stack([probs[0], probs[1] + shared, probs[2] + shared])
+
+
 def _label_dtype(n_labels: int) -> np.dtype:
     return np.dtype(np.uint8 if n_labels <= 256 else np.uint16)
 
@@ -141,7 +155,8 @@ def predict(
     prep = Preprocessor(config)
     x = prep(image, device)
     probs = sliding_window_probabilities(network, x[None], config, mirror_axes=mirror)[0]
-    labels = prep.invert_labels(probs, like=x).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
+    scores = object_first_scores(probs) if config.label_source == "instances" else probs
+    labels = prep.invert_labels(scores, like=x).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
     if labels.shape != image.shape:  # the inverse is exact by construction; guard against a MONAI regression
         raise RuntimeError(f"inverse preprocessing gave shape {labels.shape}, expected {image.shape}")
     meta = {**image.meta, "label_names": dict(config.labels), "segmentation_model": config.name}

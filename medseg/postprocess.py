@@ -13,6 +13,10 @@ sizes. :func:`postprocess` applies per-label rules from a
     # nuclei:
     postprocess:
       default: {min_size: 20 um2, fill_holes: true, split_touching: true, min_separation: 4 um}
+    # nuclei as interior / boundary classes (workflow YAMLs name the labels):
+    postprocess:
+      interior: {min_size: 5 um2, connectivity: 4}
+      boundary: {merge_into: interior}                      # each ring joins the interior it surrounds
 
 Sizes and distances carry their unit (``mm3``, ``ml``, ``mm2``, ``um2``,
 ``um``, ``mm``; ``px`` counts pixels/voxels for images without a known spacing).
@@ -27,7 +31,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medseg.errors import ConfigError
 from medseg.io.image import Image, LabelMap
@@ -101,6 +105,13 @@ class LabelPostprocess(BaseModel):
         this far apart. Required when ``split_touching`` is set.
     connectivity : int, optional
         4 or 8 in 2D, 6, 18 or 26 in 3D; full connectivity (8/26) by default.
+    merge_into : int, optional
+        This label forms no objects of its own: its pixels join the objects of
+        label ``merge_into`` (a name in a workflow YAML), each pixel the object
+        it reaches first through this label's pixels (geodesic flooding from
+        those objects); pixels that reach none become background. A boundary
+        class that keeps touching nuclei apart then ends inside the nucleus it
+        outlines. Combines with no other rule.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -111,11 +122,15 @@ class LabelPostprocess(BaseModel):
     split_touching: bool = False
     min_separation: Length | None = None
     connectivity: Literal[4, 8, 6, 18, 26] | None = None
+    merge_into: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
-    def _separation_given(self) -> LabelPostprocess:
+    def _consistent(self) -> LabelPostprocess:
         if self.split_touching and self.min_separation is None:
             raise ValueError("split_touching needs min_separation (e.g. '4 um')")
+        others = [k for k in self.model_fields_set - {"merge_into"} if getattr(self, k) != type(self).model_fields[k].default]
+        if self.merge_into is not None and others:
+            raise ValueError(f"merge_into combines with no other rule, got {sorted(others)}")
         return self
 
 
@@ -126,6 +141,21 @@ class PostprocessConfig(BaseModel):
 
     default: LabelPostprocess = LabelPostprocess()
     labels: dict[int, LabelPostprocess] = {}
+
+    @model_validator(mode="after")
+    def _merges_resolve(self) -> PostprocessConfig:
+        if self.default.merge_into is not None:
+            raise ValueError("merge_into is a rule for one label, not the default")
+        for value, rule in self.labels.items():
+            target = rule.merge_into
+            if target is not None and (target == value or self.for_label(target).merge_into is not None):
+                raise ValueError(f"label {value} merges into {target}, which merges itself; merge into an object label")
+        return self
+
+    @property
+    def merged(self) -> dict[int, int]:
+        """``{label: target}`` of the labels whose pixels join another label's objects (``merge_into``)."""
+        return {v: r.merge_into for v, r in self.labels.items() if r.merge_into is not None}
 
     @classmethod
     def from_label_names(cls, section: Mapping[str, Any], label_values: Mapping[str, int]) -> PostprocessConfig:
@@ -146,15 +176,27 @@ class PostprocessConfig(BaseModel):
         if unknown:
             raise ConfigError(f"postprocess rules name unknown labels {unknown}; known: {sorted(label_values)}")
         rules = {
-            label_values[name]: _validated(LabelPostprocess, rule, name)
+            label_values[name]: _validated(LabelPostprocess, _target_value(rule, label_values, name), name)
             for name, rule in section.items()
             if name != "default"
         }
-        return cls(default=_validated(LabelPostprocess, section.get("default", {}), "default"), labels=rules)
+        default = _target_value(section.get("default", {}), label_values, "default")
+        return _validated(cls, {"default": default, "labels": rules})
 
     def for_label(self, value: int) -> LabelPostprocess:
         """The rules that apply to label ``value``."""
         return self.labels.get(int(value), self.default)
+
+
+def _target_value(rule: Any, label_values: Mapping[str, int], where: str) -> Any:
+    """``rule`` with a ``merge_into`` label name replaced by its value."""
+    if not isinstance(rule, Mapping) or not isinstance(rule.get("merge_into"), str):
+        return rule
+    name = rule["merge_into"]
+    if name not in label_values or label_values[name] == 0:
+        raise ConfigError(f"postprocess rules of {where} merge into {name!r}, which is not a foreground label; "
+                          f"known: {sorted(n for n, v in label_values.items() if v)}")
+    return {**rule, "merge_into": label_values[name]}
 
 
 def _validated(model: type[_Model], data: Any, where: str = "") -> _Model:
@@ -383,7 +425,9 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
 
     For each label, in this order: fill holes, label components, drop
     components below ``min_size``, keep the largest, split touching objects.
-    Labels without rules just get their connected components.
+    Labels without rules just get their connected components. Last, the
+    pixels of ``merge_into`` labels join the objects they touch (see
+    :class:`LabelPostprocess`).
 
     Parameters
     ----------
@@ -413,7 +457,10 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
     instances = np.zeros(semantic.shape, np.uint32, order="F" if semantic.flags.f_contiguous else "C")
     next_id = 1
     stats = label_stats(semantic)
+    merged = cfg.merged
     for value, low, high in zip(stats.key.tolist(), stats.bbox_min, stats.bbox_max, strict=True):
+        if value in merged:
+            continue
         box = tuple(slice(a, b + 1) for a, b in zip(low.tolist(), high.tolist(), strict=True))
         rule = cfg.for_label(value)
         conn = connectivity_for(rule.connectivity, labels.ndim, labels.source)
@@ -449,7 +496,31 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
         else:
             np.add(local, np.uint32(next_id - 1), out=instances[box], where=mask, casting="unsafe")
         next_id += int(local.max())
+    for value, target in merged.items():
+        instances = _merge_into(semantic, instances, value, target)
     return _result(labels.with_labels(semantic), labels.with_labels(instances, {}))
+
+
+def _merge_into(semantic: np.ndarray, instances: np.ndarray, value: int, target: int) -> np.ndarray:
+    """Give the pixels of ``value`` to the ``target`` objects they reach first through ``value`` pixels (full
+    connectivity; in place on ``semantic``: reached pixels become ``target``, the rest 0); returns the instances."""
+    from skimage.segmentation import watershed
+
+    joining = semantic == value
+    if not joining.any():
+        return instances
+    markers = np.where(semantic == target, instances, 0)
+    # scikit-image 0.26 floods nothing from Fortran-ordered markers on a flat image: flood the C-ordered view
+    flip = not markers.flags.c_contiguous
+    markers, mask = (markers.T, (joining | (markers > 0)).T) if flip else (markers, joining | (markers > 0))
+    grown = watershed(np.zeros(markers.shape, np.uint8), markers, connectivity=markers.ndim, mask=mask)
+    grown = grown.T if flip else grown
+    reached = joining & (grown > 0)
+    semantic[joining] = 0
+    semantic[reached] = target
+    out = instances if instances.flags.writeable else instances.copy()
+    out[joining] = grown[joining]
+    return out
 
 
 def _result(semantic: Image, instances: Image) -> PostprocessResult:

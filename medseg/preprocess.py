@@ -29,6 +29,7 @@ from monai.transforms import (
     ClassesToIndicesd,
     Compose,
     EnsureTyped,
+    Lambdad,
     MapTransform,
     NormalizeIntensity,
     NormalizeIntensityd,
@@ -99,6 +100,13 @@ def image_to_tensor(
     return MetaTensor(data, affine=torch.as_tensor(ras_affine(image), dtype=torch.float64))
 
 
+def in_pixel_units(image: Image) -> Image:
+    """``image`` with 1-unit pixels (same voxels, origin and axes): how ``spacing_px`` workflows see every image."""
+    import dataclasses
+
+    return dataclasses.replace(image, spacing=(1.0,) * image.ndim)
+
+
 def check_spacing(image: Image, config: WorkflowConfig) -> None:
     """Refuse to resample an image whose spacing is unknown to a physical target spacing."""
     if config.spacing_mm is not None and not image.spacing_known:
@@ -133,6 +141,16 @@ class ChannelWindow(Transform):
         width = torch.as_tensor(self.high, dtype=torch.float32, device=x.device).reshape(shape) - low
         out = (x.float() - low) / width
         return out.clamp(0.0, 1.0) if self.clip else out
+
+
+class ClippedZScore(Transform):
+    """``(clip(x, low, high) - mean) / std``: nnU-Net's CT normalisation with the dataset's foreground statistics."""
+
+    def __init__(self, low: float, high: float, mean: float, std: float) -> None:
+        self.low, self.high, self.mean, self.std = low, high, mean, std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float().clamp(self.low, self.high) - self.mean) / self.std
 
 
 class ChannelWindowd(MapTransform):
@@ -179,11 +197,13 @@ def intensity_transform(config: WorkflowConfig) -> Transform:
         return ChannelWindow(preset.low, preset.high, preset.clip)
     if isinstance(preset, CTIntensity):
         lo, hi = preset.window_hu
+        if preset.mean_hu is not None:
+            return ClippedZScore(lo, hi, preset.mean_hu, preset.std_hu)
         return ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
     if isinstance(preset, PercentileIntensity):
         lo, hi = preset.percentiles
         return ScaleIntensityRangePercentiles(lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True, channel_wise=True)
-    return NormalizeIntensity(channel_wise=True)
+    return NormalizeIntensity(channel_wise=True, nonzero=preset.nonzero)
 
 
 def _intensity_transform_d(config: WorkflowConfig, key: str) -> MapTransform:
@@ -191,6 +211,8 @@ def _intensity_transform_d(config: WorkflowConfig, key: str) -> MapTransform:
     if isinstance(preset, WindowIntensity):
         return ChannelWindowd(key, preset.low, preset.high, preset.clip)
     if isinstance(preset, CTIntensity):
+        if preset.mean_hu is not None:
+            return Lambdad(key, intensity_transform(config))
         lo, hi = preset.window_hu
         return ScaleIntensityRanged(key, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
     if isinstance(preset, PercentileIntensity):
@@ -198,7 +220,7 @@ def _intensity_transform_d(config: WorkflowConfig, key: str) -> MapTransform:
         return ScaleIntensityRangePercentilesd(
             key, lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
         )
-    return NormalizeIntensityd(key, channel_wise=True)
+    return NormalizeIntensityd(key, channel_wise=True, nonzero=preset.nonzero)
 
 
 class Preprocessor:
@@ -235,18 +257,17 @@ class Preprocessor:
             raise GeometryError(
                 f"the model expects {config.in_channels} channel(s), the image has {image.n_channels}", image.source
             )
-        x = image_to_tensor(image, device=device)
+        x = image_to_tensor(in_pixel_units(image) if config.spacing_px else image, device=device)
         steps: list[Transform] = []
         if config.orientation and aff2axcodes(x.affine.numpy(), labels=_RAS_LABELS) != tuple(config.orientation):
             steps.append(Orientation(axcodes=config.orientation, labels=_RAS_LABELS))
             x = steps[-1](x)
-        if config.spacing_mm and config.resample == "spacing":
-            steps.append(
-                Spacing(pixdim=config.spacing_mm, mode=_linear(image.ndim), padding_mode="border", dtype=torch.float32)
-            )
+        target = config.target_spacing
+        if target and config.resample == "spacing":
+            steps.append(Spacing(pixdim=target, mode=_linear(image.ndim), padding_mode="border", dtype=torch.float32))
             x = steps[-1](x)
-        elif config.spacing_mm:
-            shape = resampled_shape(tuple(x.shape[1:]), tuple(x.pixdim[: image.ndim].tolist()), config.spacing_mm)
+        elif target:
+            shape = resampled_shape(tuple(x.shape[1:]), tuple(x.pixdim[: image.ndim].tolist()), target)
             steps.append(Resize(shape, mode=_linear(image.ndim), dtype=torch.float32))
             x = steps[-1](x)
         self.spatial = Compose(steps)
@@ -494,12 +515,12 @@ def cached_transforms(config: WorkflowConfig, *, intensity: bool = True) -> Comp
     steps: list[Transform] = [ImageToTensord(keys)]
     if config.orientation:
         steps.append(Orientationd(keys, axcodes=config.orientation, labels=_RAS_LABELS))
-    if config.spacing_mm and config.resample == "spacing":
+    if config.target_spacing and config.resample == "spacing":
         steps.append(
-            Spacingd(keys, pixdim=config.spacing_mm, mode=(_linear(config.dims), "nearest"), padding_mode="border")
+            Spacingd(keys, pixdim=config.target_spacing, mode=(_linear(config.dims), "nearest"), padding_mode="border")
         )
-    elif config.spacing_mm:
-        steps.append(ResampleToSpacingd(keys, config.spacing_mm, modes=[_linear(config.dims), "nearest-exact"]))
+    elif config.target_spacing:
+        steps.append(ResampleToSpacingd(keys, config.target_spacing, modes=[_linear(config.dims), "nearest-exact"]))
     steps += [
         *([_intensity_transform_d(config, "image")] if intensity else []),
         SpatialPadd(keys, spatial_size=config.patch_size),

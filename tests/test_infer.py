@@ -271,3 +271,18 @@ def test_amp_on_the_cpu_leaves_every_activation_float32(tmp_path: Path) -> None:
 def test_amp_on_cuda_runs_convolutions_in_float16(tmp_path: Path, amp: bool, dtype: torch.dtype) -> None:
     seen = _conv_output_dtypes(tmp_path, "cuda", amp=amp)
     assert seen == {"segment": {dtype}, "train": {dtype}}
+
+
+def test_object_first_scores_call_objects_where_background_is_below_half() -> None:
+    import torch
+
+    from medseg.infer import object_first_scores
+    from medseg.preprocess import first_argmax
+
+    rng = np.random.default_rng(0)
+    probs = torch.from_numpy(rng.dirichlet([1.0, 1.0, 1.0], size=(50, 40)).astype(np.float32)).permute(2, 0, 1)
+    labels = first_argmax(object_first_scores(probs)).numpy()
+    p = probs.numpy()
+    expected = np.where(p[0] >= 0.5, 0, np.where(p[1] >= p[2], 1, 2))
+    assert np.array_equal(labels, expected)
+    assert (labels > 0).sum() > (first_argmax(probs).numpy() > 0).sum()  # plain argmax shrinks objects

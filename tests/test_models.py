@@ -50,7 +50,7 @@ def test_round_trip_weights_card_and_fingerprint(model_dir: Path) -> None:
     card = model.card
     assert card["labels"] == {"background": 0, "liver": 1, "spleen": 2}
     assert card["spacing_mm"] == [2.0, 2.0, 3.0] and card["orientation"] == "RAS" and card["patch_size"] == [16, 16, 16]
-    assert card["intensity"] == {"preset": "ct", "window_hu": [-100.0, 200.0]}
+    assert card["intensity"] == {"preset": "ct", "window_hu": [-100.0, 200.0], "mean_hu": None, "std_hu": None}
     assert card["network"]["name"] == "UNet" and card["medseg_version"] == medseg.__version__
     assert card["validation"]["dice"] == {"liver": 0.5}
     assert card["weights_sha256"] == sha256_file(model_dir / "model.safetensors")

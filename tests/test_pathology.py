@@ -103,7 +103,7 @@ def test_nuclei_he_config_validates_and_wires_hed_jitter_before_the_intensity_pr
 
     cfg = load_config(REPO / "configs" / "nuclei_he.yaml")
     assert cfg.in_channels == 3 and cfg.label_names == ["background", "interior", "boundary"]
-    assert cfg.augment.hed_jitter == 0.05 and cfg.postprocess["interior"]["split_touching"]
+    assert cfg.augment.hed_jitter == 0.05 and cfg.postprocess["boundary"] == {"merge_into": "interior"}
     names = [type(t).__name__ for t in random_transforms(cfg).transforms]
     assert names[1:3] == ["HEDJitterd", "NormalizeIntensityd"]
     assert "NormalizeIntensityd" not in [type(t).__name__ for t in cached_transforms(cfg, intensity=False).transforms]
@@ -224,3 +224,35 @@ def test_um_results_need_a_pixel_size(tmp_path: Path) -> None:
         segment_slide(OtsuNucleiSegmenter(), image, tmp_path / "out", tissue=False)
     result = segment_slide(OtsuNucleiSegmenter(0.5), image, tmp_path / "out", tissue=False, mpp=0.5)
     assert result.summary["n_cells"] == 0 and result.summary["slide"]["mpp_source"] == "caller"
+
+
+def test_batch_and_segment_take_the_pixel_size_of_tiles_that_state_none(shared_data: Path, tmp_path: Path) -> None:
+    """H&E PNG tiles carry no pixel size: ``--mpp`` gives it, so results come in um2 and outputs carry it."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    shutil.copy(shared_data / "he_nuclei" / "cpm15_02.png", tiles / "cpm15_02.png")
+    runner = CliRunner()
+    unknown = runner.invoke(app, ["batch", "he:otsu", str(tiles), str(tmp_path / "px"), "--readable-ids", "-q"])
+    assert unknown.exit_code == 3  # the segmenter's rules are in um2: the case fails, saying why
+    assert "no known pixel spacing" in pd.read_csv(tmp_path / "px" / "failures.csv").message[0]
+    result = runner.invoke(app, ["batch", "he:otsu", str(tiles), str(tmp_path / "um"), "--readable-ids", "-q",
+                                 "--mpp", "0.5"])
+    assert result.exit_code == 0, result.output
+    (um_case,) = (tmp_path / "um" / "cases").iterdir()
+    instances = medseg.load(um_case / "instances.png")
+    assert instances.spacing_known and np.allclose(instances.spacing, (0.0005, 0.0005), rtol=1e-3)
+    assert any("um2" in c for c in pd.read_csv(tmp_path / "um" / "measurements.csv").columns)
+    segmented = runner.invoke(app, ["segment", "he:otsu", str(tiles / "cpm15_02.png"), "--out", str(tmp_path / "seg"),
+                                    "--mpp", "0.25"])
+    assert segmented.exit_code == 0, segmented.output
+    assert np.allclose(medseg.load(tmp_path / "seg" / "cpm15_02.png").spacing, (0.00025, 0.00025), rtol=1e-3)
+    refused = runner.invoke(app, ["segment", "he:otsu", str(tiles / "cpm15_02.png"), "--out", str(tmp_path / "bad"),
+                                  "--mpp", "-1"])
+    assert isinstance(refused.exception, GeometryError) and "--mpp must be a positive number" in str(refused.exception)
+    assert not (tmp_path / "bad" / "cpm15_02.png").exists()

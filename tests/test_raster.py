@@ -10,6 +10,7 @@ import SimpleITK as sitk
 import tifffile
 from PIL import Image as PILImage
 
+import medseg
 from medseg.errors import GeometryError, ReadError
 from medseg.io import load
 from medseg.io.raster import load_raster
@@ -190,3 +191,15 @@ def test_shared_3d_tiff_stack(shared_data: Path) -> None:
     path = shared_data / "cells_3d_synthetic" / "nuclei3d_labels.tif"
     img = load(path)
     assert img.ndim == 3 and np.array_equal(img.array, tifffile.imread(path).transpose(2, 1, 0))
+
+
+def test_label_maps_round_trip_through_png_in_8_and_16_bits(tmp_path: Path) -> None:
+    """Instance maps above 255 are written as 16-bit grey PNG; values and pixel size come back exactly."""
+    from medseg.io.image import LabelMap
+
+    for high in (200, 40000):
+        labels = LabelMap(RNG.integers(0, high, (37, 23)).astype(np.uint32), spacing=(0.0005, 0.0005))
+        path = medseg.save(labels, tmp_path / f"labels_{high}.png")
+        back = medseg.load(path)
+        assert back.array.dtype == (np.uint8 if high < 256 else np.uint16)
+        assert np.array_equal(back.array, labels.array) and np.allclose(back.spacing, labels.spacing, rtol=1e-3)

@@ -149,6 +149,44 @@ def test_validation_split_sources(tmp_path: Path) -> None:
     assert [p[0].name for p in split.val] == ["case_004.nii.gz"] and len(split.train) == 4
 
 
+def test_small_datasets_validate_on_their_training_cases(tmp_path: Path) -> None:
+    from medseg.train.dataset import MIN_CASES_TO_HOLD_OUT
+
+    ds = _dataset(tmp_path, n=MIN_CASES_TO_HOLD_OUT - 1)
+    split = read_dataset(ds, _config())
+    assert split.val == split.train and len(split.train) == MIN_CASES_TO_HOLD_OUT - 1
+    assert "training case(s) themselves" in split.how
+
+
+def test_pixel_size_per_entry_or_per_file_for_raster_data(tmp_path: Path) -> None:
+    """dataset.json states the pixel size of PNGs that carry none: per entry, else for the whole file."""
+    from PIL import Image as PILImage
+
+    from medseg.train.dataset import load_cases
+
+    rng = np.random.default_rng(3)
+    entries = []
+    for i in range(3):
+        pixels = rng.integers(0, 255, (40, 30), dtype=np.uint8)
+        PILImage.fromarray(pixels).save(tmp_path / f"img{i}.png")
+        PILImage.fromarray((pixels > 128).astype(np.uint8)).save(tmp_path / f"lab{i}.png")
+        entries.append({"image": f"img{i}.png", "label": f"lab{i}.png"})
+    entries[2]["spacing_mm"] = [0.25, 0.25]
+    ds = tmp_path / "dataset.json"
+    ds.write_text(json.dumps({"spacing_mm": [0.5, 0.5], "training": entries}))
+    config = validate_config({"name": "px", "dims": 2, "labels": {"background": 0, "fg": 1}, "patch_size": [16, 16],
+                              "intensity": {"preset": "xray"}, "spacing_mm": [0.5, 0.5],
+                              "network": {"name": "UNet", "params": {"channels": [4, 8], "strides": [2]}}})
+    split = read_dataset(ds, config)
+    cases = {c.case_id: c for c in load_cases(split.train, config, ds, split.spacing_mm)}
+    assert [cases[f"img{i}"].image.spacing for i in range(3)] == [(0.5, 0.5), (0.5, 0.5), (0.25, 0.25)]
+    assert all(c.label.spacing == c.image.spacing and c.image.spacing_known for c in cases.values())
+    entries[0]["spacing_mm"] = [0.5]
+    ds.write_text(json.dumps({"training": entries}))
+    with pytest.raises(ConfigError, match=r"training\[0\]\.spacing_mm' must be a list of 2 positive numbers"):
+        read_dataset(ds, config)
+
+
 def test_instance_targets_match_skimage_boundaries() -> None:
     from skimage.segmentation import find_boundaries
 
@@ -186,7 +224,8 @@ def test_outputs_model_dir_card_and_log(tmp_path: Path) -> None:
     ds = _dataset(tmp_path / "data", n=3)
     out = train(_config(), ds, tmp_path / "run", seed=0, progress=False)
     card = json.loads((out / "model_card.json").read_text())
-    assert card["training"]["train_data"]["n_cases"] == 2 and len(card["training"]["validation_cases"]) == 1
+    assert card["training"]["train_data"]["n_cases"] == 3  # too few to hold one out: validated on themselves
+    assert card["training"]["validation_cases"] == card["training"]["train_data"]["cases"]
     assert card["training"]["epochs_run"] == 3 and card["training"]["stopped"].startswith("max_epochs")
     assert set(card["validation"]["dice"]) == {"a", "b"} and 0 <= card["validation"]["dice_mean"] <= 1
     assert card["spacing_mm"] == [3.0, 3.0, 3.0] and card["labels"] == {"background": 0, "a": 1, "b": 2}
@@ -291,7 +330,7 @@ def test_dicom_series_folder_is_a_training_image(tmp_path: Path) -> None:
     ds = tmp_path / "dataset.json"
     ds.write_text(json.dumps({"labels": {"0": "background", "1": "a", "2": "b"}, "training": entries}))
     split = read_dataset(ds, _config())
-    cases = load_cases(split.train + split.val, _config(), ds)
+    cases = load_cases(list(dict.fromkeys(split.train + split.val)), _config(), ds)
     assert sorted(c.case_id for c in cases) == ["ct_a", "ct_b"]
     for case in cases:
         img, lab = arrays[case.case_id]
@@ -301,7 +340,7 @@ def test_dicom_series_folder_is_a_training_image(tmp_path: Path) -> None:
     out = train(cfg, ds, tmp_path / "run", progress=False, device="cpu")
     card = json.loads((out / "model_card.json").read_text())
     assert card["training"]["epochs_run"] == 1
-    assert sorted([*card["training"]["train_data"]["cases"], *card["training"]["validation_cases"]]) == ["ct_a", "ct_b"]
+    assert sorted({*card["training"]["train_data"]["cases"], *card["training"]["validation_cases"]}) == ["ct_a", "ct_b"]
 
 
 def test_model_directory_keeps_the_best_epoch_not_the_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -149,10 +149,12 @@ class PipelineSpec:
     model: Any
     output_format: str | None = None
     remote: RemoteInput | None = None
+    mpp: float | None = None
 
     def build(self, torch_threads: int | None = None) -> Pipeline:
         """Load the segmenter and return the pipeline."""
-        return Pipeline(self.model, torch_threads=torch_threads, output_format=self.output_format, remote=self.remote)
+        return Pipeline(self.model, torch_threads=torch_threads, output_format=self.output_format, remote=self.remote,
+                        mpp=self.mpp)
 
 
 class Pipeline:
@@ -171,10 +173,12 @@ class Pipeline:
         ``rtstruct``); by default the input's own raster family for 2D pictures, else NIfTI.
     remote : RemoteInput, optional
         The DICOMweb server ``dicomweb_series`` cases are retrieved from (and SEGs stored to).
+    mpp : float, optional
+        Micrometres per pixel of 2D pictures and slides, over what their files state (most PNG/JPEG tiles state none).
     """
 
     def __init__(self, model: Any, *, torch_threads: int | None = None, output_format: str | None = None,
-                 remote: RemoteInput | None = None) -> None:
+                 remote: RemoteInput | None = None, mpp: float | None = None) -> None:
         if torch_threads:
             import torch
 
@@ -193,6 +197,7 @@ class Pipeline:
         self.segmenter = segmenter
         self.output_format = output_format
         self.remote = remote
+        self.mpp = mpp
         self._per_thread = threading.local()  # an HTTP session per thread (prefetch and model threads)
 
     @property
@@ -222,14 +227,15 @@ class Pipeline:
             "postprocess": self.segmenter.postprocess,
             "output_format": self.output_format,
             "medseg": __version__,
+            **({"mpp": self.mpp} if self.mpp is not None else {}),
             **({"store": True} if self.remote is not None and self.remote.store else {}),
         })
 
     # ---- stages ------------------------------------------------------------------------------------------------
     def read(self, case: Case) -> LoadedCase:
         """Fingerprint and read one case; errors are returned in the result, never raised."""
-        from medseg.io import load
         from medseg.io.slide import is_slide_file, open_slide
+        from medseg.workflows.segment import load_input
 
         t0 = time.perf_counter()
         loaded = LoadedCase(case)
@@ -241,9 +247,9 @@ class Pipeline:
             if case.kind in ("dicom_series", "dicomweb_series"):
                 loaded.image = _load_series(files)
             elif case.kind == "slide" or (case.kind == "raster" and is_slide_file(files[0])):
-                loaded.image = open_slide(files[0])  # lazy: read tile by tile in process()
+                loaded.image = open_slide(files[0], mpp=self.mpp)  # lazy: read tile by tile in process()
             else:
-                loaded.image = load(files[0])
+                loaded.image = load_input(files[0], self.mpp)
             loaded.source_files = files
             loaded.content_fp = content_fingerprint(case.files or files)  # the bytes are in the page cache now
         except Exception as exc:  # noqa: BLE001 -- any failure of one case is reported, never fatal
@@ -315,11 +321,10 @@ class Pipeline:
     def _run_stages(self, image: Any, case: Case, source_files: list[Path],
                     timings: dict[str, float]) -> tuple[dict[str, Any], dict[str, Any]]:
         """:func:`medseg.workflows.run_case`; returns output file name -> LabelMap or DataFrame, and writer options."""
-        from medseg.io import load
         from medseg.workflows.case import run_case
-        from medseg.workflows.segment import output_format, save_options
+        from medseg.workflows.segment import load_input, output_format, save_options
 
-        reference = load(case.gt) if case.gt else None
+        reference = load_input(case.gt, self.mpp) if case.gt else None
         result = run_case(self.segmenter, image, reference=reference, timings=timings)  # _write adds case_id
         fmt = output_format(case.source, image.ndim, self.output_format)
         # a DICOM SEG or RTSTRUCT holds the semantic labels; the instance map stays a volume beside it

@@ -266,6 +266,7 @@ def run_batch(
     case_timeout_s: float | None = None,
     store: bool = False,
     pacs_timeout_s: float = 30.0,
+    mpp: float | None = None,
 ) -> BatchResult:
     """Segment, post-process, measure (and evaluate) every case under ``input_dir``; resumable.
 
@@ -314,6 +315,8 @@ def run_batch(
         failed store fails the case.
     pacs_timeout_s : float
         Seconds to wait for each answer of the DICOMweb server.
+    mpp : float, optional
+        Micrometres per pixel of 2D pictures and slides, over what their files state (part of the fingerprint).
 
     Returns
     -------
@@ -332,7 +335,7 @@ def run_batch(
         raise WriteError("is a file, but the batch output is a folder", out)
     if store and output_format is None:
         output_format = "seg"
-    spec = PipelineSpec(model, output_format, _remote_input(input_dir, out, store, pacs_timeout_s))
+    spec = PipelineSpec(model, output_format, _remote_input(input_dir, out, store, pacs_timeout_s), mpp)
     pipeline = spec.build()  # a bad model or format fails before any input is looked at
     pipeline_fp = pipeline.fingerprint
     discovery = _discover(input_dir, out, pipeline, gt_dir=gt_dir, exclude=exclude, id_style=id_style)

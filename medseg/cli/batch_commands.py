@@ -50,6 +50,9 @@ def batch(
                                                         "(STOW-RS); SEGs it holds already are not sent again.")] = False,
     pacs_timeout: Annotated[float, typer.Option("--pacs-timeout", min=0.1, help="Seconds to wait for each answer of "
                                                                                 "a DICOMweb server.")] = 30.0,
+    mpp: Annotated[float | None, typer.Option("--mpp", help="Micrometres per pixel of 2D pictures and slides "
+                                                            "(over what the files state; PNG/JPEG tiles "
+                                                            "mostly state none).")] = None,
 ) -> None:
     """Segment, post-process and measure every scan under INPUT_DIR; re-running resumes.
 
@@ -65,7 +68,7 @@ def batch(
         model, input_dir, output_dir, gt_dir=gt, workers=workers, executor=executor, address=address,
         gpus_per_worker=gpus_per_worker, force=force, verify_inputs=verify_inputs, dry_run=dry_run,
         exclude=exclude or (), id_style="path" if readable_ids else "hash", log_json=log_json, quiet=quiet or dry_run,
-        output_format=output_format, case_timeout_s=case_timeout, store=store, pacs_timeout_s=pacs_timeout,
+        output_format=output_format, case_timeout_s=case_timeout, store=store, pacs_timeout_s=pacs_timeout, mpp=mpp,
     )
     if dry_run:
         out = Console(highlight=False)

@@ -1,4 +1,5 @@
-"""``medseg train``, ``medseg segment`` and ``medseg demo``: the segmentation engine on the command line."""
+"""``medseg plan``, ``medseg train``, ``medseg segment`` and ``medseg demo``: the segmentation engine on the command
+line."""
 
 from __future__ import annotations
 
@@ -13,26 +14,104 @@ SEGMENTER_HELP = ("Model directory (medseg train output), MONAI bundle directory
 
 
 def train(
-    config: Path = typer.Argument(..., help="Workflow config YAML (see configs/)."),
+    config: Path | None = typer.Argument(None, help="Workflow YAML (see configs/): a complete config is trained as "
+                                         "it is; a task (labels, modality, post-processing, overrides) is planned."),
     data: Path = typer.Option(..., "--data", help="MSD-style dataset.json (imagesTr/labelsTr)."),
     out: Path = typer.Option(..., "--out", help="Output model directory, e.g. runs/NAME."),
-    max_minutes: float | None = typer.Option(None, "--max-minutes", help="Wall-clock training budget, minutes."),
+    workflow: Path | None = typer.Option(None, "--workflow", help="Task YAML to plan for (as CONFIG, always planned)."),
+    max_minutes: float | None = typer.Option(None, "--max-minutes", "--minutes", help="Wall-clock training budget, "
+                                             "minutes."),
     max_epochs: int | None = typer.Option(None, "--max-epochs", help="Override train.max_epochs."),
     seed: int = typer.Option(0, "--seed", help="Random seed (runs are reproducible on the CPU)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint_last.pt."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
-    """Train a segmentation model; writes model.safetensors + model_card.json + train_log.csv into OUT."""
+    """Train a segmentation model; writes model.safetensors + model_card.json + train_log.csv into OUT.
+
+    Without a complete config, the settings are planned from the dataset first (as `medseg plan` does; the plan
+    is written to OUT/plan.yaml and its table printed).
+    """
+    from medseg.errors import ConfigError
     from medseg.train import train as run_training
 
+    if config is not None and workflow is not None:
+        raise ConfigError("give the workflow once: as CONFIG or as --workflow", "--workflow")
+    source = workflow or config
+    recipe: object = config
+    if source is None or workflow is not None or not _is_complete(source):
+        plan = _plan_and_show(data, source, max_minutes, device)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_plan(plan, out / "plan.yaml")
+        recipe = plan.config
     model_dir = run_training(
-        config, data, out, max_minutes=max_minutes, max_epochs=max_epochs, seed=seed, resume=resume, device=device
+        recipe, data, out, max_minutes=max_minutes, max_epochs=max_epochs, seed=seed, resume=resume, device=device
     )
     from medseg.models import load_model
 
     card = load_model(model_dir, device="cpu").card
     dice = ", ".join(f"{k} {v:.3f}" for k, v in card["validation"]["dice"].items())
     typer.echo(f"model written to {model_dir} (validation Dice: {dice}; {card['training']['stopped']})")
+
+
+def plan(
+    data: Path = typer.Argument(..., help="MSD-style dataset.json."),
+    workflow: Path | None = typer.Option(None, "--workflow", help="Task YAML: labels, label_source, modality, "
+                                         "post-processing and any override (shown as set by the workflow)."),
+    minutes: float | None = typer.Option(None, "--minutes", help="Training budget, minutes (default: the workflow's "
+                                         "train.max_minutes, else 10)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    out: Path = typer.Option(Path("plan.yaml"), "--out", help="Where the planned config goes."),
+) -> None:
+    """Plan every data-dependent setting of a workflow from the dataset; write a complete config and show why."""
+    _write_plan(_plan_and_show(data, workflow, minutes, device), out)
+    typer.echo(f"plan written to {out}")
+
+
+def _is_complete(path: Path) -> bool:
+    from medseg.plan import read_workflow
+
+    return read_workflow(path)[1]
+
+
+def _plan_and_show(data: Path, workflow: Path | None, minutes: float | None, device: str):  # -> Plan
+    """Plan for ``data`` and print the decision table (stderr, so stdout stays the command's result)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from medseg.plan import plan_dataset, read_workflow
+
+    task = read_workflow(workflow)[0] if workflow is not None else {}
+    budget = minutes or (task.get("train") or {}).get("max_minutes") or 10.0
+    target = _device(device)
+    result = plan_dataset(data, task, minutes=float(budget), device=target)
+    table = Table("setting", "value", "set by", "reason", title=f"plan for {data} ({budget:g} min, {target})")
+    for row in result.table():
+        table.add_row(*(escape(cell) for cell in row))
+    console = Console(stderr=True, highlight=False)
+    console.print(table)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    return result
+
+
+def _device(device: str) -> str:
+    import torch
+
+    from medseg.errors import ConfigError
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}", "--device")
+    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def _write_plan(result, path: Path) -> None:  # result: Plan
+    import yaml
+
+    from medseg.atomic import write_text_atomic
+
+    header = "# Planned by `medseg plan` from the dataset; every setting's reason is in the plan table.\n"
+    write_text_atomic(path, header + yaml.safe_dump(result.workflow().model_dump(mode="json"), sort_keys=False))
 
 
 def segmenter_options(device: str, *, folds: str | None = None, step_size: float | None = None,
@@ -95,7 +174,7 @@ def segment(
     no_mirroring: bool = typer.Option(False, "--no-mirroring", help="nnU-Net: no test-time mirroring."),
     checkpoint: str | None = typer.Option(None, "--checkpoint", help="nnU-Net: final (checkpoint_final.pth, "
                                                                       "default) or best (checkpoint_best.pth)."),
-    mpp: float | None = typer.Option(None, "--mpp", help="Slides: microns per pixel, for a slide that states none."),
+    mpp: float | None = typer.Option(None, "--mpp", help="Micrometres per pixel of slides and 2D pictures (over what the files state)."),
     tile: int | None = typer.Option(None, "--tile", help="Slides: tile core size, level-0 px (default: derived)."),
     overlap: int | None = typer.Option(None, "--overlap", help="Slides: context per tile side, px (default: derived)."),
     tissue: bool = typer.Option(True, "--tissue/--no-tissue", help="Slides: process only tiles with tissue."),
@@ -135,7 +214,8 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train``, ``segment`` and ``demo`` to the ``medseg`` app."""
+    """Add ``train``, ``plan``, ``segment`` and ``demo`` to the ``medseg`` app."""
     app.command("train")(train)
+    app.command("plan")(plan)
     app.command("segment")(segment)
     app.command("demo")(demo)

@@ -78,8 +78,7 @@ def save_raster(image: Image, path: str | os.PathLike[str]) -> Path:
 def _write_png(pixels: np.ndarray, image: Image, tmp: Path) -> None:
     from PIL import Image as PILImage
 
-    mode = None if pixels.ndim == 3 or pixels.dtype == np.uint8 else "I;16"
-    pil = PILImage.fromarray(pixels, mode=mode) if mode else PILImage.fromarray(pixels)
+    pil = PILImage.fromarray(pixels)  # uint8 grey "L", RGB(A), uint16 grey "I;16"
     dpi = tuple(_MM_PER_INCH / s for s in image.spacing) if image.spacing_known else None
     pil.save(tmp, format="PNG", **({"dpi": dpi} if dpi else {}))
 

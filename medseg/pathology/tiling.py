@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,15 +43,14 @@ import numpy as np
 import pandas as pd
 
 from medseg.errors import ReadError
-from medseg.io.image import Image, LabelMap
+from medseg.io.image import Image
 from medseg.io.slide import Slide
 from medseg.pathology.morphometry import morphometry
 from medseg.pathology.stain import RUIFROK_HED, StainMatrix
-from medseg.postprocess import LabelPostprocess, PostprocessConfig
+from medseg.postprocess import PostprocessConfig, postprocess
 
 DEFAULT_WINDOW = 2048  # px: window of a tile by default (core + 2 margins), memory ~ 100 MB for RGB and probabilities
 SEAM_BAND_PX = 8.0
-_INTERIOR_DEFAULT = LabelPostprocess(min_size="10 px", connectivity=4)
 _UUID_NAMESPACE = uuid.UUID("0f3c8e52-6a59-4e0e-8d53-7b1f2c9e4a21")
 
 
@@ -121,7 +120,7 @@ def sliding_window(segmenter: Any) -> tuple[tuple[int, int], tuple[int, int]] | 
     while segmenter is not None:
         config = getattr(segmenter, "config", None)
         if config is not None and hasattr(config, "patch_size"):
-            if config.spacing_mm is not None or config.dims != 2:
+            if config.target_spacing is not None or config.dims != 2:
                 return None
             roi = (int(config.patch_size[0]), int(config.patch_size[1]))
             return roi, tuple(max(1, int(r * (1 - config.inference.overlap))) for r in roi)  # type: ignore[return-value]
@@ -162,30 +161,6 @@ def plan_tiles(
         raise ConfigError(f"tile must be positive and overlap not negative, got tile {t}, overlap {m}")
     roi, step = window if window is not None else (None, None)
     return TileGrid(int(dimensions[0]), int(dimensions[1]), int(t), int(m), roi, step)
-
-
-def instance_map(labels: LabelMap, label_names: Mapping[int, str], rules: PostprocessConfig) -> np.ndarray:
-    """Instances of a segmenter's labels by its rules; interior/boundary maps: interiors grown over the boundary.
-
-    A map with labels named ``interior`` and ``boundary`` (the instance-aware
-    target of ``label_source: instances``) gives one instance per interior
-    component (the ``interior`` rules, else 4-connected components of at least
-    10 px), flooded over the boundary pixels around it (watershed from the
-    interiors), so a boundary line keeps touching nuclei apart.
-    """
-    from skimage.segmentation import watershed
-
-    from medseg.postprocess import postprocess
-
-    names = {n: v for v, n in label_names.items()}
-    if "interior" not in names or "boundary" not in names:
-        return postprocess(labels, rules).instances.array
-    interior = names["interior"]
-    rule = rules.labels.get(interior, _INTERIOR_DEFAULT)
-    seeds = labels.with_labels((labels.array == interior).astype(np.uint8))
-    inner = postprocess(seeds, PostprocessConfig(default=rule)).instances.array
-    grown = watershed(np.zeros(inner.shape, np.uint8), inner, mask=labels.array > 0)
-    return grown.astype(np.uint32)
 
 
 # ---- one tile ------------------------------------------------------------------------------------------------
@@ -243,7 +218,7 @@ def process_tile(ctx: TileContext, col: int, row: int, image: Image) -> pd.DataF
         image = image.with_array(ctx.normalise(image.array), channel_axis=True)
     labels = ctx.segmenter.segment(image)
     t0 = ctx._clock("segment", t0)
-    instances = instance_map(labels, ctx.segmenter.label_names, ctx.rules)
+    instances = postprocess(labels, ctx.rules).instances.array
     t0 = ctx._clock("instances", t0)
     table = morphometry(instances, mpp=ctx.mpp, offset=(wx0, wy0), image=image.array, stains=ctx.stains)
     t0 = ctx._clock("measure", t0)
@@ -482,7 +457,6 @@ __all__ = [
     "TileContext",
     "TileGrid",
     "TiledRun",
-    "instance_map",
     "plan_tiles",
     "process_tile",
     "resolve_seams",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import reprlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from medseg.errors import ConfigError, GeometryError, LabelError, MedsegError
 from medseg.io.image import Image
 from medseg.labelmap import label_values
 
+MIN_CASES_TO_HOLD_OUT = 5  # smaller datasets validate on their training cases
 
 @dataclass
 class Case:
@@ -55,7 +57,7 @@ class DatasetSplit:
     train: list[tuple[Path, Path]]
     val: list[tuple[Path, Path]]
     how: str  # how the validation cases were chosen
-    load_options: dict[str, Any] = field(default_factory=dict)  # passed to medseg.io.load for every file
+    spacing_mm: dict[Path, tuple[float, ...]] = field(default_factory=dict)  # stated by dataset.json, per image
 
 
 def case_id(path: Path) -> str:
@@ -103,12 +105,12 @@ def _entry(item: Any, where: str, source: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def _spacing(value: Any, dims: int, source: Path) -> tuple[float, ...]:
+def _spacing(value: Any, dims: int, source: Path, where: str = "spacing_mm") -> tuple[float, ...]:
     """``spacing_mm`` of dataset.json as a tuple of ``dims`` positive finite numbers."""
     numbers = isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
     if not numbers or len(value) != dims or not all(math.isfinite(v) and v > 0 for v in value):
         raise ConfigError(
-            f"'spacing_mm' must be a list of {dims} positive numbers (mm per image axis), got {reprlib.repr(value)}",
+            f"'{where}' must be a list of {dims} positive numbers (mm per image axis), got {reprlib.repr(value)}",
             source,
         )
     return tuple(float(v) for v in value)
@@ -120,7 +122,13 @@ def read_dataset(dataset_json: str | os.PathLike[str], config: WorkflowConfig, *
     The validation cases are, in order of precedence: the file's
     ``validation`` list; the training entries whose ``fold`` equals
     ``config.train.fold``; a seeded random ``config.train.val_fraction`` of the
-    cases (at least one). A single-case dataset validates on its training case.
+    cases (at least one). A dataset of fewer than :data:`MIN_CASES_TO_HOLD_OUT`
+    cases validates on its training cases (holding one out would take a third
+    or more of what the model learns from).
+
+    ``spacing_mm`` (mm per image axis) of an entry, else of the whole file,
+    states the pixel size of raster images whose files carry none (PNG without
+    pHYs, JPEG): it applies to the entry's image and label files.
     """
     path = Path(dataset_json)
     data = read_json(path, "dataset description", expect=dict)
@@ -151,8 +159,9 @@ def read_dataset(dataset_json: str | os.PathLike[str], config: WorkflowConfig, *
                 path,
             )
         how = f"fold {fold} of the entries' 'fold' keys"
-    elif len(training) == 1:
-        train, val, how = training, training, "the training case itself (single-case dataset)"
+    elif len(training) < MIN_CASES_TO_HOLD_OUT:
+        train, val = training, training
+        how = f"the {len(training)} training case(s) themselves (fewer than {MIN_CASES_TO_HOLD_OUT} to hold one out)"
     else:
         order = np.random.default_rng(seed).permutation(len(training))
         n_val = max(1, round(config.train.val_fraction * len(training)))
@@ -160,12 +169,37 @@ def read_dataset(dataset_json: str | os.PathLike[str], config: WorkflowConfig, *
         val = [e for i, e in enumerate(training) if i in val_idx]
         train = [e for i, e in enumerate(training) if i not in val_idx]
         how = f"{n_val} of {len(training)} cases held out at random (seed {seed})"
-    options = {}
-    if "spacing_mm" in data:  # MSD extension for 2D raster data sets without trustworthy pixel size in the files
-        options["spacing"] = _spacing(data["spacing_mm"], config.dims, path)
     return DatasetSplit(
-        name=str(data.get("name") or path.parent.name), train=train, val=val, how=how, load_options=options
+        name=str(data.get("name") or path.parent.name), train=train, val=val, how=how,
+        spacing_mm=_stated_spacings(data, config.dims, path),
     )
+
+
+def training_entries(
+    dataset_json: str | os.PathLike[str], dims: int | None = None
+) -> tuple[list[tuple[Path, Path]], dict[Path, tuple[float, ...]]]:
+    """The ``training`` (image, label) paths of a dataset.json and, given ``dims``, the pixel sizes it states
+    (see :func:`read_dataset`), without a workflow: what :mod:`medseg.plan` fingerprints."""
+    path = Path(dataset_json)
+    data = read_json(path, "dataset description", expect=dict)
+    if not isinstance(data.get("training"), list) or not data["training"]:
+        raise ConfigError("dataset.json needs a non-empty 'training' list of {image, label} entries", path)
+    entries = [_entry(it, f"training[{i}]", path) for i, it in enumerate(data["training"])]
+    return entries, (_stated_spacings(data, dims, path) if dims else {})
+
+
+def _stated_spacings(data: dict[str, Any], dims: int, path: Path) -> dict[Path, tuple[float, ...]]:
+    """``{image path: spacing}`` from the ``spacing_mm`` keys of the entries and of the file (an MSD extension for
+    raster data sets without a trustworthy pixel size in their files)."""
+    default = _spacing(data["spacing_mm"], dims, path) if "spacing_mm" in data else None
+    stated = {}
+    for key in ("training", "validation"):
+        for i, item in enumerate(data.get(key) or []):
+            own = item.get("spacing_mm") if isinstance(item, dict) else None
+            spacing = _spacing(own, dims, path, f"{key}[{i}].spacing_mm") if own is not None else default
+            if spacing is not None:
+                stated[_entry(item, f"{key}[{i}]", path)[0]] = spacing
+    return stated
 
 
 def _world_corners(image: Image) -> np.ndarray:
@@ -243,11 +277,15 @@ def check_case(image: Image, label: Image, config: WorkflowConfig, label_path: P
 
 
 def load_cases(
-    entries: list[tuple[Path, Path]], config: WorkflowConfig, source: Path, load_options: dict[str, Any] | None = None
+    entries: list[tuple[Path, Path]],
+    config: WorkflowConfig,
+    source: Path,
+    spacing_mm: Mapping[Path, tuple[float, ...]] | None = None,
 ) -> list[Case]:
     """Read and check every (image, label) pair; raise one error listing every bad case with its file.
 
-    ``load_options`` (e.g. ``spacing`` for PNG data sets) go to :func:`medseg.io.load` for raster files.
+    ``spacing_mm`` (:attr:`DatasetSplit.spacing_mm`) gives the pixel size of an image's raster files, its label's
+    included.
 
     Raises
     ------
@@ -257,27 +295,29 @@ def load_cases(
     from medseg.annotations import is_annotation_file, load_annotation_labels
     from medseg.io import load
     from medseg.io.formats import format_of
+    from medseg.preprocess import in_pixel_units
 
-    def read(path: Path) -> Image:
+    def read(path: Path, spacing: tuple[float, ...] | None) -> Image:
         raster = (fmt := format_of(path)) is not None and fmt.family == "raster"
-        return load(path, **(load_options or {})) if raster else load(path)
+        return load(path, spacing=spacing) if raster and spacing else load(path)
 
-    def read_label(path: Path, image: Image) -> Image:
+    def read_label(path: Path, image: Image, spacing: tuple[float, ...] | None) -> Image:
         """A label file, or an annotation file (COCO, GeoJSON, LabelMe, CVAT) rasterised on ``image``'s grid."""
         if not is_annotation_file(path):
-            return read(path)
+            return read(path, spacing)
         by_class = None if config.label_source == "instances" else {n: i for n, i in config.labels.items() if i}
         return load_annotation_labels(path, image, classes=by_class)
 
     cases, problems = [], []
     for image_path, label_path in entries:
+        spacing = (spacing_mm or {}).get(image_path)
         try:
-            image = read(image_path)
+            image = read(image_path, spacing)
         except MedsegError as exc:
             problems.append(f"{image_path}: {exc.reason}")
             continue
         try:
-            label = read_label(label_path, image)
+            label = read_label(label_path, image, spacing)
         except MedsegError as exc:
             problems.append(f"{label_path}: {exc.reason}")
             continue
@@ -287,6 +327,8 @@ def load_cases(
             found = [exc.reason]
         if found:
             problems.append(f"{label_path}: {'; '.join(found)}")
+        elif config.spacing_px:  # the model counts input pixels, whatever the files state
+            cases.append(Case(case_id(image_path), image_path, label_path, in_pixel_units(image), in_pixel_units(label)))
         else:
             cases.append(Case(case_id(image_path), image_path, label_path, image, label))
     if problems:

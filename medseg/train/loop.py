@@ -162,8 +162,8 @@ def _summary(cases: list[Case]) -> dict[str, Any]:
         "modality": first.modality,
         "spacing_mm_range": [
             [
-                round(float(min(c.image.spacing[a] for c in cases)), 4),
-                round(float(max(c.image.spacing[a] for c in cases)), 4),
+                float(f"{min(c.image.spacing[a] for c in cases):.4g}"),  # 4 significant digits (um pixels too)
+                float(f"{max(c.image.spacing[a] for c in cases):.4g}"),
             ]
             for a in range(first.ndim)
         ],
@@ -243,7 +243,7 @@ def train(
     entries = list(
         dict.fromkeys(split.train + split.val)
     )  # every case read and checked once, all problems reported together
-    by_image = {c.image_path: c for c in load_cases(entries, cfg, Path(dataset_json), split.load_options)}
+    by_image = {c.image_path: c for c in load_cases(entries, cfg, Path(dataset_json), split.spacing_mm)}
     train_cases, val_cases = [by_image[i] for i, _ in split.train], [by_image[i] for i, _ in split.val]
 
     _seed_everything(seed)

