@@ -208,3 +208,13 @@ def test_shipped_task_yaml_plans_to_a_valid_config() -> None:
     labels = [np.pad(np.ones((120, 60), np.uint8), ((68, 68), (20, 176))) for _ in range(2)]
     config = validate_config(plan_workflow(_fingerprint(images, labels), task, minutes=5, throughput=FAST_CPU).config)
     assert config.name == "xray_lungs" and config.label_source == "binary" and config.augment.flip_axes == []
+
+
+def test_a_budget_too_short_for_one_epoch_is_a_warning_in_the_plan() -> None:
+    rng = np.random.default_rng(7)
+    images = [Image(rng.normal(size=(64, 64)).astype(np.float32), spacing=(1.0, 1.0)) for _ in range(2)]
+    labels = [np.pad(np.ones((20, 20), np.uint8), 22) for _ in range(2)]
+    plan = plan_workflow(_fingerprint(images, labels), minutes=1, device="cpu", throughput=10.0)
+    assert any("more than the 1-minute budget" in w for w in plan.warnings)
+    with pytest.raises(ConfigError, match="budget must be positive"):
+        plan_workflow(_fingerprint(images, labels), minutes=0, device="cpu", throughput=10.0)

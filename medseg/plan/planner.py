@@ -9,7 +9,8 @@ returns a complete :class:`~medseg.config.WorkflowConfig` and one
 1. **spacing**: the median spacing per axis; an axis coarser than
    :data:`ANISOTROPY` times the finest takes the 10th percentile of its
    spacings instead (nnU-Net's rule for thick slices), never finer than the
-   other axes. Raster data without a pixel size keeps its pixels.
+   other axes. Data without a pixel size is planned in input pixels (a
+   coarser grid becomes ``spacing_px``).
 2. **patch and network**: the largest patch the budget affords (CPU: at least
    :data:`MIN_STEPS` optimiser steps in the time budget at the measured
    throughput; GPU: the memory), shrunk from the median image shape along its
@@ -26,7 +27,8 @@ returns a complete :class:`~medseg.config.WorkflowConfig` and one
    per-image z-score; radiographs and grey microscopy per-image percentiles;
    RGB per-channel z-score.
 4. **sampling and augmentation** by dimensionality and modality; mirroring
-   only for microscopy (anatomy has sides: radiology is never mirrored).
+   only for microscopy (anatomy has sides: radiology is never mirrored, its
+   zoom, rotation, contrast, gamma and noise take nnU-Net's magnitudes).
 5. **schedule** fitted to the budget: the learning rate anneals over the time
    budget; validation every N epochs so it takes about a tenth of the time.
 """
@@ -245,11 +247,10 @@ def _augment(kind: str, dims: int, channels: int) -> tuple[dict[str, Any], str]:
             return aug, "microscopy has no sides: mirroring along every axis, 90-degree turns, H&E stain jitter"
         aug.update(intensity_scale=0.2, intensity_shift=0.1, noise_std=0.02)
         return aug, "microscopy has no sides: mirroring along every axis, 90-degree turns, intensity jitter"
-    aug = {"prob": 0.3, "rotate_deg": 10.0 if dims == 3 else 8.0, "scale_range": 0.15, "intensity_scale": 0.2,
-           "intensity_shift": 0.1, "gamma": [0.7, 1.5]}
-    if dims == 3:
-        aug.update(noise_std=0.02)
-    return aug, "radiology: anatomy has sides, so no mirroring; small rotations and zooms, intensity and gamma jitter"
+    aug = {"prob": 0.3, "rotate_deg": 15.0, "scale_range": 0.3, "intensity_scale": 0.25, "intensity_shift": 0.1,
+           "noise_std": 0.02, "gamma": [0.7, 1.5]}
+    return aug, ("radiology: anatomy has sides, so no mirroring; nnU-Net's magnitudes otherwise (zoom 0.7-1.3, "
+                 "rotations to 15 degrees, contrast, gamma and noise)")
 
 
 def plan_workflow(
