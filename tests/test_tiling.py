@@ -215,3 +215,20 @@ def test_segment_and_batch_commands_take_slides(tmp_path: Path, shared_data: Pat
     run_batch("he:otsu", tmp_path / "in", tmp_path / "batch")
     cohort = pd.read_csv(tmp_path / "batch" / "measurements.csv")
     assert len(cohort) == 1 and cohort.n_cells[0] > 100 and cohort.density_per_mm2[0] > 0
+
+
+def test_seam_report_counts_a_nucleus_cut_at_a_seam_but_not_the_models_own_split() -> None:
+    reference = np.zeros((512, 64), np.uint32)
+    reference[240:272, 10:30] = 1  # crosses the seam at x = 256
+    untiled = reference.copy()
+    cut = reference.copy()
+    cut[256:272, 10:30] = 2  # the tiling cut it in two
+    assert seam_report(cut, untiled, reference, 256)["split_by_tiling"] == 1
+    # the model splits it itself in both runs; a few boundary pixels put the small piece above 20 % of the
+    # nucleus in the tiled run only: both pieces have untiled twins, so the tiling split nothing
+    own_untiled = reference.copy()
+    own_untiled[266:272, 10:30] = 2  # 120 of 640 px: under 20 %
+    own_tiled = reference.copy()
+    own_tiled[265:272, 10:30] = 2  # 140 px: over 20 %, IoU 0.86 with its untiled twin
+    assert seam_report(own_tiled, own_untiled, reference, 256)["split_by_tiling"] == 0
+    assert seam_report(untiled, untiled, reference, 256) == {"f1": 1.0, "split_by_tiling": 0, "duplicates": 0}
