@@ -497,18 +497,19 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
             np.add(local, np.uint32(next_id - 1), out=instances[box], where=mask, casting="unsafe")
         next_id += int(local.max())
     for value, target in merged.items():
-        instances = _merge_into(semantic, instances, value, target)
+        _merge_into(semantic, instances, value, target)
     return _result(labels.with_labels(semantic), labels.with_labels(instances, {}))
 
 
-def _merge_into(semantic: np.ndarray, instances: np.ndarray, value: int, target: int) -> np.ndarray:
+def _merge_into(semantic: np.ndarray, instances: np.ndarray, value: int, target: int) -> None:
     """Give the pixels of ``value`` to the ``target`` objects they reach first through ``value`` pixels (full
-    connectivity; in place on ``semantic``: reached pixels become ``target``, the rest 0); returns the instances."""
+    connectivity), in place: in ``semantic`` reached pixels become ``target`` and the rest 0, in ``instances``
+    they take the object's number."""
     from skimage.segmentation import watershed
 
     joining = semantic == value
     if not joining.any():
-        return instances
+        return
     markers = np.where(semantic == target, instances, 0)
     # scikit-image 0.26 floods nothing from Fortran-ordered markers on a flat image: flood the C-ordered view
     flip = not markers.flags.c_contiguous
@@ -518,9 +519,7 @@ def _merge_into(semantic: np.ndarray, instances: np.ndarray, value: int, target:
     reached = joining & (grown > 0)
     semantic[joining] = 0
     semantic[reached] = target
-    out = instances if instances.flags.writeable else instances.copy()
-    out[joining] = grown[joining]
-    return out
+    instances[joining] = grown[joining]
 
 
 def _result(semantic: Image, instances: Image) -> PostprocessResult:

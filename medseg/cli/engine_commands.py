@@ -36,10 +36,13 @@ def train(
 
     if config is not None and workflow is not None:
         raise ConfigError("give the workflow once: as CONFIG or as --workflow", "--workflow")
+    from medseg.plan import read_workflow
+
     source = workflow or config
+    task, complete = read_workflow(source) if source is not None else ({}, False)
     recipe: object = config
-    if source is None or workflow is not None or not _is_complete(source):
-        plan = _plan_and_show(data, source, max_minutes, device)
+    if workflow is not None or not complete:
+        plan = _plan_and_show(data, task, max_minutes, device)
         out.mkdir(parents=True, exist_ok=True)
         _write_plan(plan, out / "plan.yaml")
         recipe = plan.config
@@ -63,27 +66,24 @@ def plan(
     out: Path = typer.Option(Path("plan.yaml"), "--out", help="Where the planned config goes."),
 ) -> None:
     """Plan every data-dependent setting of a workflow from the dataset; write a complete config and show why."""
-    _write_plan(_plan_and_show(data, workflow, minutes, device), out)
+    from medseg.plan import read_workflow
+
+    task = read_workflow(workflow)[0] if workflow is not None else {}
+    _write_plan(_plan_and_show(data, task, minutes, device), out)
     typer.echo(f"plan written to {out}")
 
 
-def _is_complete(path: Path) -> bool:
-    from medseg.plan import read_workflow
-
-    return read_workflow(path)[1]
-
-
-def _plan_and_show(data: Path, workflow: Path | None, minutes: float | None, device: str):  # -> Plan
-    """Plan for ``data`` and print the decision table (stderr, so stdout stays the command's result)."""
+def _plan_and_show(data: Path, task: dict, minutes: float | None, device: str):  # -> Plan
+    """Plan ``task`` for ``data`` and print the decision table (stderr, so stdout stays the command's result)."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from medseg.plan import plan_dataset, read_workflow
+    from medseg.plan import plan_dataset
+    from medseg.preprocess import resolve_device
 
-    task = read_workflow(workflow)[0] if workflow is not None else {}
     budget = minutes or (task.get("train") or {}).get("max_minutes") or 10.0
-    target = _device(device)
+    target = resolve_device(device).type
     result = plan_dataset(data, task, minutes=float(budget), device=target)
     table = Table("setting", "value", "set by", "reason", title=f"plan for {data} ({budget:g} min, {target})")
     for row in result.table():
@@ -93,16 +93,6 @@ def _plan_and_show(data: Path, workflow: Path | None, minutes: float | None, dev
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     return result
-
-
-def _device(device: str) -> str:
-    import torch
-
-    from medseg.errors import ConfigError
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}", "--device")
-    return "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def _write_plan(result, path: Path) -> None:  # result: Plan

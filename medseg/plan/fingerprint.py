@@ -164,13 +164,13 @@ def fingerprint_dataset(
 
     path = Path(dataset_json)
     entries, _ = training_entries(path)
-    dims = load(entries[0][0]).ndim
-    entries, stated = training_entries(path, dims)
+    first = load(entries[0][0])  # its dimensionality says how to read the pixel sizes dataset.json states
+    entries, stated = training_entries(path, first.ndim)
     cases, problems = [], []
     for i, (image_path, label_path) in enumerate(entries):
         spacing = stated.get(image_path)
         try:
-            image = load(image_path, spacing=spacing) if spacing else load(image_path)
+            image = load(image_path, spacing=spacing) if spacing else first if i == 0 else load(image_path)
             label = load(label_path, spacing=spacing) if spacing else load(label_path)
         except MedsegError as exc:
             problems.append(f"{exc}")
