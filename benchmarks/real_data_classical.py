@@ -78,10 +78,11 @@ def ct_pairs() -> list[tuple[str, Image, np.ndarray]]:
 
 
 def unet(task: str, metric: str) -> str:
-    """The U-Net's figure for ``(task, metric)`` from docs/RESULTS.md, or a dash."""
+    """The planned U-Net's figure for ``(task, metric)``, seed 0, from docs/RESULTS.md (``benchmarks/real_data.py``),
+    or a dash."""
     page = REPO / "docs" / "RESULTS.md"
     text = page.read_text() if page.exists() else ""
-    match = re.search(rf"^\| {re.escape(task)} \| {re.escape(metric)} \| ([0-9.]+) \|", text, re.MULTILINE)
+    match = re.search(rf"^\| {re.escape(task)} \| {re.escape(metric)} \| 0 \| ([0-9.]+) \|", text, re.MULTILINE)
     return match[1] if match else "-"
 
 

@@ -180,8 +180,9 @@ class TrainConfig(_Strict):
     """Training-loop settings."""
 
     max_epochs: int = Field(100, ge=1)
-    batch_size: int = Field(2, ge=1)
-    samples_per_image: int = Field(4, ge=1, description="random patches drawn from each cached case per epoch")
+    batch_size: int = Field(2, ge=1, description="patches per optimiser step")
+    samples_per_image: int = Field(4, ge=1, description="random patches drawn from each cached case per epoch "
+                                   "(an epoch is n_cases * samples_per_image / batch_size steps)")
     pos_fraction: float = Field(0.67, ge=0, le=1, description="share of patches centred on foreground")
     val_every: int = Field(5, ge=1, description="validate every N epochs")
     early_stop_patience: int | None = Field(10, ge=1, description="validations without improvement before stopping")
@@ -197,6 +198,9 @@ class InferenceConfig(_Strict):
     sw_batch_size: int = Field(4, ge=1)
     blend: Literal["gaussian", "constant"] = "gaussian"
     tta: bool = Field(False, description="average predictions mirrored along augment.flip_axes")
+    fit_window: bool = Field(True, description="along axes where the image is smaller than the patch, shrink the "
+                             "window to the image (rounded up to what the network divides) instead of padding "
+                             "the image to the patch; imported MONAI bundles pad, as MONAI does")
 
 
 # ---- the workflow ------------------------------------------------------------------------

@@ -75,6 +75,7 @@ def _inventory(sample_data: Path, console: Console) -> None:
 def _model(task: DemoTask, sample_data: Path, out: Path, retrain: bool, console: Console) -> SegmentationModel:
     """The committed demo model, or one trained now within ``task.train_minutes``."""
     from medseg.models import load_model
+    from medseg.plan import workflow_for
     from medseg.train import train
 
     committed = sample_data / "models" / task.model
@@ -92,9 +93,9 @@ def _model(task: DemoTask, sample_data: Path, out: Path, retrain: bool, console:
         import shutil
 
         shutil.rmtree(target)
-    return load_model(
-        train(config, sample_data / task.dataset / "dataset.json", target, max_minutes=task.train_minutes)
-    )
+    dataset = sample_data / task.dataset / "dataset.json"
+    recipe, _ = workflow_for(config, dataset, minutes=task.train_minutes)  # the shipped task YAMLs are planned
+    return load_model(train(recipe, dataset, target, max_minutes=task.train_minutes))
 
 
 def _score(task: DemoTask, model: SegmentationModel, case: str, pred: LabelMap, truth: Image) -> pd.DataFrame:

@@ -5,7 +5,8 @@ The steps for one image (:func:`predict`):
 1. :class:`medseg.preprocess.Preprocessor` on the compute device: reorientation,
    resampling to the model spacing, intensity preset (recorded, invertible);
 2. MONAI ``sliding_window_inference`` with Gaussian blending (mixed precision
-   on CUDA), optionally averaged over mirrored copies (test-time augmentation);
+   on CUDA), optionally averaged over mirrored copies (test-time augmentation)
+   and over the networks of a cross-validation ensemble;
 3. softmax, then the *inverse* of the spatial preprocessing applied to the
    class probabilities, so interpolation happens on probabilities, not on
    label indices;
@@ -24,7 +25,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -92,6 +94,7 @@ def sliding_window_probabilities(
     inf = config.inference
     x = x.as_tensor() if isinstance(x, MetaTensor) else x  # plain tensors: MetaTensor bookkeeping per patch is slow
     total = None
+    roi = window_size(config, tuple(x.shape[2:]))
     flips = mirror_axes_sets(mirror_axes or [])
     with torch.inference_mode(), _autocast(x.device, amp and config.amp):
         for flip in flips:
@@ -99,7 +102,7 @@ def sliding_window_probabilities(
             xin = torch.flip(x, dims) if dims else x
             logits = sliding_window_inference(
                 xin,
-                roi_size=config.patch_size,
+                roi_size=roi,
                 sw_batch_size=inf.sw_batch_size,
                 predictor=network,
                 overlap=inf.overlap,
@@ -109,6 +112,18 @@ def sliding_window_probabilities(
             probs = torch.flip(probs, dims) if dims else probs
             total = probs if total is None else total.add_(probs)
         return total if len(flips) == 1 else total.div_(len(flips))
+
+
+def window_size(config: WorkflowConfig, shape: tuple[int, ...]) -> list[int]:
+    """The sliding window: the patch, except along axes where the image is smaller, where it is the image's size
+    rounded up to what the network divides (so a 14-slice scan is not padded to a 32-slice patch the network
+    never saw padded that far in training); the patch everywhere when ``inference.fit_window`` is off."""
+    from medseg.models.networks import size_divisor
+
+    if not config.inference.fit_window:
+        return list(config.patch_size)
+    divisor = size_divisor(config)
+    return [min(p, math.ceil(n / d) * d) for p, n, d in zip(config.patch_size, shape, divisor, strict=True)]
 
 
 def object_first_scores(probs: torch.Tensor) -> torch.Tensor:
@@ -128,7 +143,7 @@ def _label_dtype(n_labels: int) -> np.dtype:
 
 
 def predict(
-    network: torch.nn.Module,
+    network: torch.nn.Module | Sequence[torch.nn.Module],
     config: WorkflowConfig,
     image: Image,
     *,
@@ -139,8 +154,10 @@ def predict(
 
     Parameters
     ----------
-    network : torch.nn.Module
-        The model's network, already on ``device`` and in eval mode.
+    network : torch.nn.Module or sequence of them
+        The model's network, already on ``device`` and in eval mode; for an
+        ensemble (cross-validation folds of one config), its class probabilities
+        on the model grid are averaged, as nnU-Net averages its folds.
     config : WorkflowConfig
         The model's workflow (grid, intensity preset, patch size, sliding window).
     image : Image
@@ -154,7 +171,13 @@ def predict(
     mirror = config.augment.flip_axes if use_tta else []
     prep = Preprocessor(config)
     x = prep(image, device)
-    probs = sliding_window_probabilities(network, x[None], config, mirror_axes=mirror)[0]
+    networks = [network] if isinstance(network, torch.nn.Module) else list(network)
+    with torch.inference_mode():
+        probs = sliding_window_probabilities(networks[0], x[None], config, mirror_axes=mirror)[0]
+        for other in networks[1:]:
+            probs.add_(sliding_window_probabilities(other, x[None], config, mirror_axes=mirror)[0])
+        if len(networks) > 1:
+            probs.div_(len(networks))
     scores = object_first_scores(probs) if config.label_source == "instances" else probs
     labels = prep.invert_labels(scores, like=x).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
     if labels.shape != image.shape:  # the inverse is exact by construction; guard against a MONAI regression

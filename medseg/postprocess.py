@@ -93,8 +93,9 @@ class LabelPostprocess(BaseModel):
     min_size : str, optional
         Components smaller than this are removed: ``"500 mm3"``, ``"0.5 ml"``,
         ``"30 um2"``, or ``"10 px"`` (a pixel/voxel count).
-    keep_largest : bool
-        Keep only the largest component (organs that are one piece).
+    keep_largest : bool or int
+        Keep only the largest component (``true``: organs that are one piece), or the N largest
+        (``2``: both lungs of a label that holds the two).
     fill_holes : bool
         Fill background cavities enclosed by the label (voxels of other labels are kept).
     split_touching : bool
@@ -117,7 +118,7 @@ class LabelPostprocess(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_size: Size | None = None
-    keep_largest: bool = False
+    keep_largest: bool | int = Field(False, ge=0)
     fill_holes: bool = False
     split_touching: bool = False
     min_separation: Length | None = None
@@ -479,7 +480,8 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
             if rule.min_size is not None:
                 keep &= sizes >= size_mm(rule.min_size, labels)
             if rule.keep_largest and keep.any():
-                keep = np.arange(n) == np.argmax(np.where(keep, sizes, -1.0))
+                largest = np.argsort(-np.where(keep, sizes, -1.0), kind="stable")[: int(rule.keep_largest)]
+                keep &= np.isin(np.arange(n), largest)
             if not keep.all():
                 kept = np.concatenate([[False], keep])[components]
                 crop[mask & ~kept] = 0

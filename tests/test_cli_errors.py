@@ -23,7 +23,7 @@ from medseg.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 CT = REPO / "sample_data" / "ct_organs"
-CT_CONFIG = REPO / "configs" / "ct_organs.yaml"
+CT_CONFIG = REPO / "tests" / "data" / "ct_organs_config.yaml"  # complete: trained as it is
 CT_LABEL = CT / "labelsTs" / "case_006.nii.gz"
 NUCLEI_MODEL = REPO / "sample_data" / "models" / "nuclei_2d"
 NOT_UTF8 = b"name: caf\xe9\n"  # Latin-1, as an editor on Windows may save it

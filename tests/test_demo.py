@@ -90,16 +90,13 @@ def test_ct_model_segments_held_out_phantom_and_its_flipped_copy_consistently(sa
 
 @pytest.mark.slow
 def test_nuclei_training_from_scratch_learns_the_sample_phantoms(sample_data: Path, tmp_path: Path) -> None:
+    from medseg.plan import workflow_for
     from medseg.train import train
 
-    repo = sample_data.parent
-    out = train(
-        repo / "configs" / "nuclei_2d.yaml",
-        sample_data / "nuclei" / "dataset.json",
-        tmp_path / "nuclei",
-        max_minutes=1.5,
-        progress=False,
-    )
+    dataset_json = sample_data / "nuclei" / "dataset.json"
+    config, plan = workflow_for(sample_data.parent / "configs" / "nuclei_2d.yaml", dataset_json, minutes=1.5)
+    assert plan is not None  # the shipped task YAML is planned for the phantoms
+    out = train(config, dataset_json, tmp_path / "nuclei", max_minutes=1.5, progress=False)
     model = medseg.load_model(out, device="cpu")
     dataset = json.loads((sample_data / "nuclei" / "dataset.json").read_text())
     for entry in dataset["test"]:

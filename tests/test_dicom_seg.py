@@ -325,7 +325,7 @@ def test_seg_and_rtstruct_are_ground_truth_labels_and_training_data(shared_data:
     dataset = tmp_path / "dataset.json"
     dataset.write_text(json.dumps({"training": [{"image": str(seg_folder / "ct"),
                                                  "label": str(seg_folder / "liver_seg.dcm")}]}))
-    config = load_config(REPO / "configs" / "ct_organs.yaml")
+    config = load_config(REPO / "tests" / "data" / "ct_organs_config.yaml")
     (case,) = load_cases(read_dataset(dataset, config).train, config, dataset)
     assert int((case.label.array == config.labels["liver"]).sum()) == 107098
     inputs, gt = tmp_path / "inputs", tmp_path / "gt"

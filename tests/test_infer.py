@@ -286,3 +286,44 @@ def test_object_first_scores_call_objects_where_background_is_below_half() -> No
     expected = np.where(p[0] >= 0.5, 0, np.where(p[1] >= p[2], 1, 2))
     assert np.array_equal(labels, expected)
     assert (labels > 0).sum() > (first_argmax(probs).numpy() > 0).sum()  # plain argmax shrinks objects
+
+
+def test_window_shrinks_to_a_thin_image_rounded_to_what_the_network_divides() -> None:
+    from medseg.infer import sliding_window_probabilities, window_size
+    from medseg.models.networks import size_divisor
+
+    config = validate_config({**_card().model_dump(include={"name", "dims", "labels", "intensity"}),
+                              "patch_size": [32, 32, 32],
+                              "network": {"name": "UNet", "params": {"channels": [4, 8, 16], "strides": [2, [2, 2, 1]]}}})
+    assert size_divisor(config) == [4, 4, 2]
+    assert window_size(config, (64, 20, 13)) == [32, 20, 14]  # 13 slices -> 14, not the 32-slice patch
+    shapes: list[tuple[int, ...]] = []
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(x.shape[2:]))
+        return torch.zeros((x.shape[0], 2, *x.shape[2:]))
+
+    sliding_window_probabilities(probe, torch.zeros(1, 1, 64, 20, 13), config)
+    assert shapes and all(s == (32, 20, 14) for s in shapes)
+    real = build_network(config).eval()
+    out = sliding_window_probabilities(real, torch.randn(1, 1, 40, 20, 13), config)
+    assert out.shape == (1, 2, 40, 20, 13) and torch.allclose(out.sum(1), torch.ones(1, 40, 20, 13))
+
+
+def test_segment_command_applies_the_workflow_rules_unless_told_not_to(sample_data: Path, tmp_path: Path) -> None:
+    from medseg.cli import app
+    from medseg.postprocess import postprocess
+    from medseg.workflows.case import postprocess_rules
+
+    model_dir = sample_data / "models" / "ct_organs"
+    scan = sample_data / "ct_organs" / "imagesTs" / "case_007.nii.gz"
+    for flag in ("--postprocess", "--no-postprocess"):
+        result = CliRunner().invoke(app, ["segment", str(model_dir), str(scan), "--out", str(tmp_path / flag), flag,
+                                          "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+    cleaned, raw = (medseg.load(tmp_path / flag / "case_007.nii.gz").array for flag in ("--postprocess", "--no-postprocess"))
+    model = load_model(model_dir, device="cpu")
+    direct = model.segment(medseg.load(scan))
+    np.testing.assert_array_equal(raw, direct.array)
+    np.testing.assert_array_equal(cleaned, postprocess(direct, postprocess_rules(model)).semantic.array)
+    assert model.postprocess and (cleaned != raw).any()  # the committed model's rules change its map here

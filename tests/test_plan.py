@@ -66,9 +66,11 @@ def test_anisotropic_ct_pools_z_only_once_in_plane_catches_up() -> None:
     # CT intensities: clipped at the foreground percentiles, z-scored with the foreground statistics
     fg = np.concatenate([c[0].array[c[1] > 0] for c in cases])
     lo, hi = np.percentile(fg, [0.5, 99.5])
-    assert config.intensity.window_hu == pytest.approx((lo, hi), abs=2.0)
+    assert config.intensity.window_hu == pytest.approx((min(lo, -160), max(hi, 240)), abs=2.0)  # soft tissue kept
     assert config.intensity.mean_hu == pytest.approx(np.clip(fg, lo, hi).mean(), abs=1.0)
-    assert config.augment.flip_axes == [] and not config.inference.tta  # radiology is never mirrored
+    assert config.augment.intensity_shift == pytest.approx(80 / config.intensity.std_hu, rel=0.01)  # 80 HU
+    # the box label is its own mirror image: left-right mirroring only, no test-time mirroring of 3D on the CPU
+    assert config.augment.flip_axes == [0] and not config.inference.tta
     assert config.orientation == "RAS" and config.optimizer.anneal_over == "budget"
 
 
@@ -207,7 +209,63 @@ def test_shipped_task_yaml_plans_to_a_valid_config() -> None:
               for _ in range(2)]
     labels = [np.pad(np.ones((120, 60), np.uint8), ((68, 68), (20, 176))) for _ in range(2)]
     config = validate_config(plan_workflow(_fingerprint(images, labels), task, minutes=5, throughput=FAST_CPU).config)
-    assert config.name == "xray_lungs" and config.label_source == "binary" and config.augment.flip_axes == []
+    assert config.name == "xray_lungs" and config.label_source == "binary"
+    assert config.augment.flip_axes == [0] and config.inference.tta  # a label centred left-right: mirrored
+    assert config.postprocess == {"lungs": {"keep_largest": 2, "fill_holes": True}}
+
+
+def test_shipped_ct_task_takes_the_dataset_labels_and_their_rules_only(tmp_path: Path) -> None:
+    """configs/ct_organs.yaml names no labels: dataset.json's are planned, and rules of absent organs dropped."""
+    from medseg.plan import plan_dataset, read_workflow
+
+    task, complete = read_workflow(Path(__file__).resolve().parents[1] / "configs" / "ct_organs.yaml")
+    assert not complete and "labels" not in task and {"patch_size", "spacing_mm", "intensity"}.isdisjoint(task)
+    entries = _ct_dataset(tmp_path, 2, (64, 64, 20), (1.5, 1.5, 3.0))
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver"},
+                                                       "training": entries}))
+    plan = plan_dataset(tmp_path / "dataset.json", task, minutes=5, throughput=FAST_CPU)
+    config = validate_config(plan.config)
+    assert dict(config.labels) == {"background": 0, "liver": 1}
+    assert set(config.postprocess) == {"default", "liver"}
+    assert any("spleen" in w and "do not apply" in w for w in plan.warnings)
+    assert next(d for d in plan.decisions if d.key == "labels").reason == "the labels of dataset.json"
+
+
+def test_shipped_nuclei_task_plans_mirrored_instance_training() -> None:
+    from medseg.plan import read_workflow
+
+    task, complete = read_workflow(Path(__file__).resolve().parents[1] / "configs" / "nuclei_2d.yaml")
+    assert not complete and {"patch_size", "network", "intensity", "augment"}.isdisjoint(task)
+    rng = np.random.default_rng(8)
+    images = [Image(rng.normal(100, 5, (200, 200)).astype(np.float32), spacing=(0.0005, 0.0005)) for _ in range(2)]
+    labels = [np.pad(np.ones((12, 12), np.uint8), 94) for _ in range(2)]
+    config = validate_config(plan_workflow(_fingerprint(images, labels), task, minutes=5, throughput=FAST_CPU).config)
+    assert config.label_source == "instances" and config.intensity.preset == "fluorescence"
+    assert config.augment.flip_axes == [0, 1] and config.postprocess["boundary"] == {"merge_into": "interior"}
+
+
+@pytest.mark.parametrize(("left", "right", "names", "mirrored"), [
+    ((10, 40), (88, 118), {"lungs": 1}, True),  # both lungs as one label: its own mirror image
+    ((10, 40), (88, 118), {"right_lung": 1}, False),  # a side in the name
+    ((10, 40), None, {"liver": 1}, False),  # one structure on one side
+])
+def test_radiology_mirrors_left_right_only_for_labels_that_are_their_own_mirror_image(
+    left: tuple[int, int], right: tuple[int, int] | None, names: dict[str, int], mirrored: bool
+) -> None:
+    rng = np.random.default_rng(9)
+    images, labels = [], []
+    for _ in range(2):
+        lab = np.zeros((128, 128), np.uint8)
+        lab[left[0]:left[1], 30:100] = 1
+        if right:
+            lab[right[0]:right[1], 30:100] = 1
+        images.append(Image(rng.normal(size=(128, 128)).astype(np.float32), spacing=(0.5, 0.5), modality="DX"))
+        labels.append(lab)
+    fp = _fingerprint(images, labels)
+    plan = plan_workflow(fp, {"labels": {"background": 0, **names}}, minutes=5, throughput=FAST_CPU)
+    config = validate_config(plan.config)
+    assert config.augment.flip_axes == ([0] if mirrored else []) and config.inference.tta == mirrored
+    assert fp.mirror_symmetry() == pytest.approx(1.0 if right else 0.0)  # mirrored about the image's middle
 
 
 def test_a_budget_too_short_for_one_epoch_is_a_warning_in_the_plan() -> None:

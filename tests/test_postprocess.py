@@ -62,6 +62,9 @@ def test_min_size_is_physical_and_keep_largest_keeps_one() -> None:
     largest = postprocess(image, {"labels": {1: {"keep_largest": True}}})
     assert largest.n_instances == 1 and largest.classes.voxel_count.tolist() == [600]
     assert np.count_nonzero(largest.semantic.array) == 600
+    two = postprocess(image, {"labels": {1: {"keep_largest": 2}}})  # e.g. both lungs of one label
+    assert sorted(two.classes.voxel_count.tolist()) == [18, 600] and np.count_nonzero(two.semantic.array) == 618
+    assert postprocess(image, {"labels": {1: {"keep_largest": 2, "min_size": "14 mm3"}}}).n_instances == 1
     assert np.count_nonzero(arr) == 626  # the input is left untouched
 
 

@@ -308,10 +308,38 @@ def test_deterministic_transforms_are_cached_on_the_model_grid_and_never_mutated
     data.randoms = Compose([*data.randoms.transforms, Lambdad(["image", "label"], lambda x: x.mul_(0))])
     for epoch in range(2):
         data.reseed(epoch)
-        patches = [b["image"] for b in data.loader]
+        patches = [b["image"] for b in data.batches()]
         assert patches and all(p.shape[2:] == (8, 8, 8) for p in patches)
     for snapshot, item in zip(before, data.cache._cache, strict=True):
         assert all(torch.equal(v, item[k]) for k, v in snapshot.items())
+
+
+@pytest.mark.parametrize(("n_cases", "samples", "batch"), [(2, 50, 4), (3, 2, 4), (5, 3, 2), (1, 1, 8)])
+def test_a_batch_is_batch_size_patches_and_an_epoch_draws_samples_per_image_from_every_case(
+    tmp_path: Path, n_cases: int, samples: int, batch: int
+) -> None:
+    """One optimiser step per ``batch_size`` patches: ceil(n_cases * samples_per_image / batch_size) steps an epoch."""
+    from monai.transforms import Lambdad
+
+    from medseg.train.dataset import load_cases
+    from medseg.train.loop import _Data
+
+    ds = _dataset(tmp_path, n=n_cases)
+    cfg = _config(patch_size=[8, 8, 8], train={"batch_size": batch, "samples_per_image": samples})
+    cases = load_cases(read_dataset(ds, cfg).train, cfg, ds)
+    data = _Data(cfg, cases, cases[:1], torch.device("cpu"))
+    for i, item in enumerate(data.cache._cache):  # mark each case's voxels with its index
+        item["image"] = torch.full_like(item["image"], float(i))
+    data.randoms.transforms = [t for t in data.randoms.transforms if isinstance(t, Lambdad)] + \
+        [t for t in data.randoms.transforms if type(t).__name__ == "RandCropByLabelClassesd"]
+    data.reseed(0)
+    sizes, owners = [], []
+    for b in data.batches():
+        sizes.append(b["image"].shape[0])
+        owners.extend(int(v) for v in b["image"].flatten(1)[:, 0].tolist())
+    n = len(cases)  # 5 cases: one is held out for validation
+    assert len(sizes) == math.ceil(n * samples / batch) and all(s == batch for s in sizes[:-1])
+    assert np.bincount(owners, minlength=n).tolist() == [samples] * n
 
 
 def test_dicom_series_folder_is_a_training_image(tmp_path: Path) -> None:
@@ -436,7 +464,7 @@ def test_an_annotation_file_is_a_training_label(sample_data: Path, tmp_path: Pat
     from medseg.config import load_config
     from medseg.train.dataset import load_cases
 
-    config = load_config(Path(__file__).parents[1] / "configs" / "nuclei_2d.yaml")
+    config = load_config(Path(__file__).parent / "data" / "nuclei_2d_config.yaml")
     image = sample_data / "nuclei" / "imagesTr" / "case_000.tif"
     instances = medseg.load_labels(sample_data / "nuclei" / "labelsTr" / "case_000.tif")
     coco = write_annotations(instances, tmp_path / "case_000.json", format="coco", class_names="nucleus")

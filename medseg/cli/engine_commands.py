@@ -3,6 +3,7 @@ line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -23,8 +24,12 @@ def train(
                                              "minutes."),
     max_epochs: int | None = typer.Option(None, "--max-epochs", help="Override train.max_epochs."),
     seed: int = typer.Option(0, "--seed", help="Random seed (runs are reproducible on the CPU)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint_last.pt."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint_last.pt (with --folds: keep "
+                                "the finished folds, continue the interrupted one)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    folds: int | None = typer.Option(None, "--folds", help="Train K cross-validation models (OUT/fold_0 ...; the "
+                                     "budget is per fold) and write their cross-validation Dice to OUT/summary.json; "
+                                     "OUT then segments as their ensemble."),
 ) -> None:
     """Train a segmentation model; writes model.safetensors + model_card.json + train_log.csv into OUT.
 
@@ -46,6 +51,16 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         _write_plan(plan, out / "plan.yaml")
         recipe = plan.config
+    if folds is not None:
+        from medseg.train.crossval import cross_validate
+
+        ensemble = cross_validate(recipe, data, out, folds=folds, max_minutes=max_minutes, max_epochs=max_epochs,
+                                  seed=seed, resume=resume, device=device)
+        summary = json.loads((ensemble / "summary.json").read_text())
+        dice = ", ".join(f"{k} {v:.3f}" for k, v in summary["mean"].items() if v is not None)
+        typer.echo(f"{folds}-fold ensemble written to {ensemble} (cross-validation Dice: {dice}; per case in "
+                   f"{ensemble / 'summary.json'})")
+        return
     model_dir = run_training(
         recipe, data, out, max_minutes=max_minutes, max_epochs=max_epochs, seed=seed, resume=resume, device=device
     )
@@ -140,7 +155,8 @@ def load_with_options(spec: str, options: dict[str, object]):  # -> Segmenter
         if not bad:
             raise
         raise ConfigError(f"{_CLI_NAMES.get(bad[0], bad[0])} does not apply to this segmenter (nnU-Net results "
-                          "folders and task files take --folds, --step-size, --no-mirroring, --checkpoint)",
+                          "folders and task files take --folds, --step-size, --no-mirroring, --checkpoint; medseg "
+                          "ensembles take --folds)",
                           spec) from None
 
 
@@ -153,12 +169,14 @@ def segment(
                                                           "dicom-seg (a DICOM SEG <name>.dcm of a DICOM input) or "
                                                           "rtstruct (default: the input's own family, else nifti)."),
     probabilities: bool = typer.Option(False, "--probabilities", help="Also write <name>_prob_<label>.nii.gz."),
+    postprocess: bool = typer.Option(True, "--postprocess/--no-postprocess", help="Apply the workflow's "
+                                     "post-processing rules (as medseg batch does), or write the network's own map."),
     tta: bool | None = typer.Option(
         None, "--tta/--no-tta", help="Mirroring test-time augmentation (default: model card)."
     ),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    folds: str | None = typer.Option(None, "--folds", help="nnU-Net: folds to ensemble, e.g. '--folds 0 1' or "
-                                                            "'--folds all' (default: every fold_N present)."),
+    folds: str | None = typer.Option(None, "--folds", help="Ensembles (medseg train --folds) and nnU-Net: folds to "
+                                     "average, e.g. '--folds 0,1' or '--folds all' (default: every fold)."),
     step_size: float | None = typer.Option(None, "--step-size", help="nnU-Net: sliding-window step as a fraction "
                                                                       "of the patch (default 0.5)."),
     no_mirroring: bool = typer.Option(False, "--no-mirroring", help="nnU-Net: no test-time mirroring."),
@@ -188,7 +206,7 @@ def segment(
     slide_options = {"mpp": mpp, "tile": tile, "overlap": overlap, "tissue": tissue, "label_tiff": label_tiff,
                      "units": units, "object_type": object_type, "progress": True}
     for path in segment_files(segmenter, list(inputs), out, output_format_name=fmt, probabilities=probabilities,
-                              slide_options=slide_options, **options):
+                              slide_options=slide_options, postprocess=postprocess, **options):
         typer.echo(str(path))
 
 

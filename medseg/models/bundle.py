@@ -201,6 +201,7 @@ def load_bundle(folder: Path) -> tuple[torch.nn.Module, ModelCard]:
                 "overlap": _number(inferer.get("overlap", 0.25), "inferer overlap", cfg_path),
                 "sw_batch_size": _number(inferer.get("sw_batch_size", 1), "inferer sw_batch_size", cfg_path, int),
                 "blend": inferer.get("mode", "constant"),
+                "fit_window": False,  # MONAI pads an image smaller than the window
             },
             medseg_version=__version__,
             weights_file=str(weights.relative_to(folder)),

@@ -49,6 +49,22 @@ def build_network(config: WorkflowConfig, *, device: str | torch.device | None =
         raise ConfigError(f"network.params rejected by monai {name} ({derived}): {reason}") from exc
 
 
+def size_divisor(config: WorkflowConfig) -> list[int]:
+    """Per spatial axis, the number every input size must be a multiple of: the network's total downsampling."""
+    params, dims = config.network.params, config.dims
+    name = config.network.name
+    if name in ("UNet", "DynUNet"):
+        strides = params.get("strides") or []
+        total = [1] * dims
+        for stride in strides:
+            per_axis = list(stride) if isinstance(stride, list | tuple) else [stride] * dims
+            total = [t * int(s) for t, s in zip(total, per_axis, strict=True)]
+        return total
+    if name == "BasicUNet":
+        return [16] * dims  # four poolings
+    return [2 ** (len(params.get("blocks_down", (1, 2, 2, 4))) - 1)] * dims  # SegResNet
+
+
 def count_parameters(network: torch.nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in network.parameters() if p.requires_grad)

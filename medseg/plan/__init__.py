@@ -7,7 +7,17 @@
 """
 
 from medseg.plan.fingerprint import CaseFingerprint, DatasetFingerprint, fingerprint_case, fingerprint_dataset
-from medseg.plan.planner import Budget, Decision, Plan, measure_throughput, plan_dataset, plan_workflow, read_workflow
+from medseg.plan.planner import (
+    Budget,
+    Decision,
+    Plan,
+    measure_throughput,
+    plan_dataset,
+    plan_workflow,
+    read_workflow,
+    workflow_for,
+)
 
 __all__ = ["Budget", "CaseFingerprint", "DatasetFingerprint", "Decision", "Plan", "fingerprint_case",
-           "fingerprint_dataset", "measure_throughput", "plan_dataset", "plan_workflow", "read_workflow"]
+           "fingerprint_dataset", "measure_throughput", "plan_dataset", "plan_workflow", "read_workflow",
+           "workflow_for"]

@@ -2,8 +2,9 @@
 
 Per case: shape and spacing (in the planner's frame: 3D volumes reoriented to
 RAS by an axis permutation, as training will reorient them), orientation,
-channels, modality, the voxel count of every label and the physical size of
-every connected object of every label, and a random sample of the image
+channels, modality, the voxel count of every label, the physical size of
+every connected object of every label, how left-right symmetric each label
+is (its overlap with its mirror image), and a random sample of the image
 intensities inside the labelled foreground (at most
 :data:`SAMPLES_PER_CASE` voxels per case, as nnU-Net samples them).
 """
@@ -37,6 +38,7 @@ class CaseFingerprint:
     modality: str
     label_voxels: dict[int, int]
     object_sizes_mm: dict[int, list[float]]  # per label value: each connected object's area (2D) or volume (3D)
+    mirror_dice: dict[int, float]  # per label value: overlap with its left-right mirror image (see mirror_overlap)
     foreground: np.ndarray = field(repr=False)  # (n, channels) sampled intensities inside the labels
 
 
@@ -46,6 +48,7 @@ class DatasetFingerprint:
 
     cases: list[CaseFingerprint]
     source: Path
+    label_names: dict[str, int] | None = None  # the dataset.json's own ``labels`` (semantic label maps only)
 
     @property
     def dims(self) -> int:
@@ -90,6 +93,12 @@ class DatasetFingerprint:
         values = sorted({v for c in self.cases for v in c.label_voxels})
         return {v: sum(c.label_voxels.get(v, 0) for c in self.cases) / total for v in values}
 
+    def mirror_symmetry(self) -> float:
+        """The least left-right symmetric label's median :func:`mirror_overlap` over the cases (1 when none)."""
+        values = sorted({v for c in self.cases for v in c.mirror_dice})
+        medians = [float(np.median([c.mirror_dice[v] for c in self.cases if v in c.mirror_dice])) for v in values]
+        return min(medians, default=1.0)
+
     def object_sizes(self, value: int | None = None) -> np.ndarray:
         """Physical sizes of the connected objects of label ``value`` (all foreground labels when None)."""
         sizes = [s for c in self.cases for v, ss in c.object_sizes_mm.items() if value in (None, v) for s in ss]
@@ -106,6 +115,22 @@ def _ras_permutation(image: Image) -> tuple[int, ...]:
         ranked = [a for a in np.argsort(-weights[world_axis]).tolist() if a not in order]
         order.append(ranked[0])
     return tuple(order)
+
+
+def mirror_overlap(labels: np.ndarray, axis: int) -> dict[int, float]:
+    """Per foreground label: the Dice of its mask with its mirror image along ``axis`` about the image's middle
+    (the body's midline, for scans centred on the patient).
+
+    Near 1 for a label that is its own mirror image (both lungs as one label: 0.71-0.85 on chest films); low for
+    one on a side (liver 0.0, heart 0.4-0.7).
+    """
+    mirrored = np.flip(labels, axis)
+    overlap = {}
+    for value in np.unique(labels).tolist():
+        if value:
+            mask, flipped = labels == value, mirrored == value
+            overlap[int(value)] = 2.0 * float((mask & flipped).sum()) / float(mask.sum() + flipped.sum())
+    return overlap
 
 
 def fingerprint_case(case_id: str, image: Image, label: Image, *, seed: int = 0) -> CaseFingerprint:
@@ -136,6 +161,7 @@ def fingerprint_case(case_id: str, image: Image, label: Image, *, seed: int = 0)
         modality=image.modality,
         label_voxels={int(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)},
         object_sizes_mm=sizes,
+        mirror_dice=mirror_overlap(labels, perm[0]),
         foreground=pixels[pick].astype(np.float64),
     )
 
@@ -184,12 +210,23 @@ def fingerprint_dataset(
     if problems:
         raise ConfigError(f"{len(problems)} of {len(entries)} case(s) unreadable -- " + " | ".join(problems), path)
     _check_consistent(cases, path)
+    declared = dataset_labels(path) if label_source == "semantic" else None
+    labels = labels if labels is not None else declared
     if labels is not None and label_source == "semantic":
         present = {v for c in cases for v, n in c.label_voxels.items() if n}
         absent = sorted(name for name, v in labels.items() if v and v not in present)
         if absent:
             raise ConfigError(f"labels {absent} are absent from every training case", path)
-    return DatasetFingerprint(cases, path)
+    return DatasetFingerprint(cases, path, declared)
+
+
+def dataset_labels(dataset_json: Path) -> dict[str, int] | None:
+    """The ``labels`` of a dataset.json as name -> value, or None when it states none."""
+    from medseg._files import read_json
+    from medseg.train.dataset import declared_labels
+
+    by_index = declared_labels(read_json(dataset_json, "dataset description", expect=dict).get("labels"), dataset_json)
+    return {name: value for value, name in sorted(by_index.items())} or None
 
 
 def _check_consistent(cases: list[CaseFingerprint], source: Path) -> None:

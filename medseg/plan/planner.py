@@ -23,12 +23,17 @@ returns a complete :class:`~medseg.config.WorkflowConfig` and one
    smaller objects (5th percentile) stay at least :data:`MIN_OBJECT_VOXELS`
    voxels across.
 3. **intensity** by modality: CT clipped at the foreground 0.5 / 99.5
-   percentiles and z-scored with the foreground mean / std of the dataset; MR
+   percentiles (widened to hold the soft-tissue window, :data:`SOFT_TISSUE_HU`,
+   so organs of another contrast phase are not clipped) and z-scored with the
+   foreground mean / std of the dataset, with intensity shifts of
+   :data:`CONTRAST_SHIFT_HU` in training; MR
    per-image z-score; radiographs and grey microscopy per-image percentiles;
    RGB per-channel z-score.
-4. **sampling and augmentation** by dimensionality and modality; mirroring
-   only for microscopy (anatomy has sides: radiology is never mirrored, its
-   zoom, rotation, contrast, gamma and noise take nnU-Net's magnitudes).
+4. **sampling and augmentation** by dimensionality and modality: microscopy
+   is mirrored along every axis; radiology only left-right, and only when no
+   label name has a side and every label overlaps its own mirror image by at
+   least :data:`MIN_MIRROR_DICE` (both lungs as one label, not a liver);
+   zoom, rotation, contrast, gamma and noise take nnU-Net's magnitudes.
 5. **schedule** fitted to the budget: the learning rate anneals over the time
    budget; validation every N epochs so it takes about a tenth of the time.
 """
@@ -54,6 +59,9 @@ MIN_BOTTLENECK = 4
 MAX_POOLS = {2: 6, 3: 5}
 MIN_COVERAGE = 0.5  # share of the median image a patch must see before the resolution is coarsened
 MIN_OBJECT_VOXELS = 8.0
+SOFT_TISSUE_HU = (-160.0, 240.0)  # the abdominal window (level 40, width 400): the CT clip window always holds it
+CONTRAST_SHIFT_HU = 80.0  # contrast phases move organ HU by up to this much: CT intensity-shift augmentation
+MIN_MIRROR_DICE = 0.65  # radiology mirrors left-right only when every label overlaps its mirror image this much
 BASE_CHANNELS = {"cpu": 16, "cuda": 32}
 MAX_CHANNELS = 320
 USABLE_SHARE = 0.85  # of the budget: the rest is caching, validation and saving
@@ -224,12 +232,16 @@ def _intensity(kind: str, fp: DatasetFingerprint) -> tuple[dict[str, Any], str]:
         if fg.size == 0:
             raise ConfigError("no labelled voxels in any training case: the CT normalisation has no statistics",
                               fp.source)
-        lo, hi = np.percentile(fg, [0.5, 99.5])
-        clipped = np.clip(fg, lo, hi)
-        return ({"preset": "ct", "window_hu": [round(float(lo), 1), round(float(hi), 1)],
+        p_lo, p_hi = np.percentile(fg, [0.5, 99.5])
+        lo, hi = min(float(p_lo), SOFT_TISSUE_HU[0]), max(float(p_hi), SOFT_TISSUE_HU[1])
+        clipped = np.clip(fg, p_lo, p_hi)
+        widened = (lo, hi) != (p_lo, p_hi)
+        return ({"preset": "ct", "window_hu": [round(lo, 1), round(hi, 1)],
                  "mean_hu": round(float(clipped.mean()), 2), "std_hu": round(max(float(clipped.std()), 1e-3), 2)},
-                (f"CT: clipped at the foreground 0.5/99.5 percentiles ({lo:.0f}, {hi:.0f} HU) of {fg.size} sampled "
-                "voxels, z-scored with their mean/std"))
+                (f"CT: the foreground 0.5/99.5 percentiles ({p_lo:.0f}, {p_hi:.0f} HU) of {fg.size} sampled voxels"
+                 + (f", widened to the soft-tissue window ({SOFT_TISSUE_HU[0]:g}, {SOFT_TISSUE_HU[1]:g} HU) so "
+                    "contrast-enhanced organs are not clipped" if widened else "")
+                 + "; z-scored with the clipped foreground's mean/std"))
     if kind == "mr":
         return {"preset": "zscore"}, "MR: per-image z-score"
     if kind == "rgb":
@@ -239,7 +251,7 @@ def _intensity(kind: str, fp: DatasetFingerprint) -> tuple[dict[str, Any], str]:
     return {"preset": "xray", "percentiles": [0.5, 99.5]}, "radiograph: per-image percentiles"
 
 
-def _augment(kind: str, dims: int, channels: int) -> tuple[dict[str, Any], str]:
+def _augment(kind: str, dims: int, channels: int, symmetry: float, lateral: list[str]) -> tuple[dict[str, Any], str]:
     if kind in ("rgb", "fluorescence"):
         aug: dict[str, Any] = {"prob": 0.3, "flip_axes": list(range(dims)), "rotate90": dims == 2, "scale_range": 0.1}
         if kind == "rgb" and channels == 3:
@@ -249,8 +261,15 @@ def _augment(kind: str, dims: int, channels: int) -> tuple[dict[str, Any], str]:
         return aug, "microscopy has no sides: mirroring along every axis, 90-degree turns, intensity jitter"
     aug = {"prob": 0.3, "rotate_deg": 15.0, "scale_range": 0.3, "intensity_scale": 0.25, "intensity_shift": 0.1,
            "noise_std": 0.02, "gamma": [0.7, 1.5]}
-    return aug, ("radiology: anatomy has sides, so no mirroring; nnU-Net's magnitudes otherwise (zoom 0.7-1.3, "
-                 "rotations to 15 degrees, contrast, gamma and noise)")
+    magnitudes = "nnU-Net's magnitudes otherwise (zoom 0.7-1.3, rotations to 15 degrees, contrast, gamma and noise)"
+    if lateral:
+        return aug, f"radiology: no mirroring, labels {lateral} have sides; {magnitudes}"
+    if symmetry >= MIN_MIRROR_DICE:
+        aug["flip_axes"] = [0]
+        return aug, (f"radiology: left-right mirroring only, every label is its own mirror image (overlap "
+                     f"{symmetry:.2f} >= {MIN_MIRROR_DICE:g}); {magnitudes}")
+    return aug, (f"radiology: no mirroring, a label lies on one side (mirror overlap {symmetry:.2f} < "
+                 f"{MIN_MIRROR_DICE:g}); {magnitudes}")
 
 
 def plan_workflow(
@@ -292,12 +311,14 @@ def plan_workflow(
         plan.config[key] = value
         plan.decisions.append(Decision(key, value, reason))
 
-    labels = workflow.get("labels") or _labels_from(fp)
+    labels = workflow.get("labels") or fp.label_names or _labels_from(fp)
+    labels_from = ("the workflow's labels" if "labels" in workflow else
+                   "the labels of dataset.json" if fp.label_names else "label values found")
     label_source = workflow.get("label_source", "semantic")
     kind = _modality_kind(str(workflow.get("modality") or fp.modality), channels, dims)
     decide("name", workflow.get("name", fp.source.parent.name or "planned"), "the workflow's name")
     decide("dims", dims, f"{dims}D images")
-    decide("labels", dict(labels), "the workflow's labels" if "labels" in workflow else "label values found")
+    decide("labels", dict(labels), labels_from)
     decide("label_source", label_source, "how the stored label maps encode classes")
     decide("in_channels", channels, f"{channels} channel(s) in every case")
 
@@ -368,7 +389,11 @@ def plan_workflow(
     n_cases = len(fp.cases)
     steps_per_epoch = 25
     decide("loss", {"name": "dice_ce"}, "Dice + cross-entropy")
-    augment, why = _augment(kind, dims, channels)
+    augment, why = _augment(kind, dims, channels, fp.mirror_symmetry(), _lateral(labels))
+    if kind == "ct":
+        augment["intensity_shift"] = round(CONTRAST_SHIFT_HU / intensity["std_hu"], 3)
+        why += (f"; intensity shifts up to {CONTRAST_SHIFT_HU:g} HU ({augment['intensity_shift']:g} foreground std), "
+                "as contrast phases move organ HU")
     if _lateral(labels) and augment.get("flip_axes"):
         augment["flip_axes"] = [a for a in augment["flip_axes"] if a != 0]
         why += f"; no left-right mirroring: labels {_lateral(labels)} have sides"
@@ -378,7 +403,7 @@ def plan_workflow(
     val_voxels = float(np.sum(np.prod(fp.shapes() * fp.spacings() / spacing, axis=1)))
     val_s = val_voxels / budget.voxels_per_second * 3 / (1 - 0.25) ** dims if budget.voxels_per_second else None
     val_every = max(1, math.ceil(val_s / (0.1 * epoch_s))) if val_s and epoch_s else 10
-    max_epochs = max(1, math.ceil(minutes * 60 / epoch_s * 2)) if epoch_s else 1000
+    max_epochs = max(1, math.ceil(minutes * 60 / epoch_s * 4)) if epoch_s else 1000  # the budget ends the run
     if epoch_s and epoch_s > minutes * 60 * USABLE_SHARE:
         plan.warnings.append(f"one epoch ({steps_per_epoch} steps) takes about {epoch_s / 60:.1f} min, more than the "
                              f"{minutes:g}-minute budget: training will stop after its first epoch")
@@ -398,7 +423,14 @@ def plan_workflow(
            if augment.get("flip_axes") else "no mirroring, so no test-time mirroring")
     decide("device", device if device in ("cpu", "cuda") else "auto", "the planning device")
 
-    # the workflow's own settings and overrides win, key by key
+    # the workflow's own settings and overrides win, key by key; rules for labels this dataset lacks are dropped
+    rules = workflow.get("postprocess")
+    if isinstance(rules, Mapping) and "labels" not in workflow:
+        dropped = sorted(set(rules) - set(labels) - {"default"})
+        if dropped:
+            workflow["postprocess"] = {k: v for k, v in rules.items() if k not in dropped}
+            plan.warnings.append(f"the workflow's post-processing rules for {dropped} do not apply: the dataset has "
+                                 "no such labels")
     for key, value in workflow.items():
         if key == "modality":
             continue
@@ -457,3 +489,16 @@ def plan_dataset(
     fp = fingerprint_dataset(dataset_json, label_source=workflow.get("label_source", "semantic"),
                              labels=workflow.get("labels"))
     return plan_workflow(fp, workflow, minutes=minutes, device=device, **options)
+
+
+def workflow_for(
+    path: str | os.PathLike[str], dataset_json: str | os.PathLike[str], *, minutes: float, device: str = "cpu",
+    **options: Any,
+) -> tuple[dict[str, Any], Plan | None]:
+    """The complete config of a workflow YAML for ``dataset_json``: a complete config as it is (and no plan), a task
+    YAML planned (:func:`plan_dataset`) -- what ``medseg train CONFIG`` trains."""
+    data, complete = read_workflow(path)
+    if complete:
+        return data, None
+    plan = plan_dataset(dataset_json, data, minutes=minutes, device=device, **options)
+    return plan.config, plan

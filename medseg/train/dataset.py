@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,21 +68,25 @@ def case_id(path: Path) -> str:
     return stem[:-5] if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit() else stem
 
 
-def _check_labels_match(declared: Any, config: WorkflowConfig, path: Path) -> None:
+def declared_labels(declared: Any, path: Path) -> dict[int, str]:
+    """A dataset.json ``labels`` value as index -> name (MSD ``{"0": "background"}`` or nnU-Net v2
+    ``{"background": 0}``); empty when it states none."""
     if not declared:
-        return
+        return {}
     if not isinstance(declared, dict):
         raise ConfigError(f"'labels' must map indices to names, got {reprlib.repr(declared)}", path)
-    try:  # MSD: {"0": "background"}; nnU-Net v2: {"background": 0}
-        by_index = (
-            {int(k): str(v) for k, v in declared.items()}
-            if all(str(k).isdigit() for k in declared)
-            else {int(v): str(k) for k, v in declared.items()}
-        )
+    try:
+        if all(str(k).isdigit() for k in declared):
+            return {int(k): str(v) for k, v in declared.items()}
+        return {int(v): str(k) for k, v in declared.items()}
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"'labels' must map indices to names, got {declared}", path) from exc
+
+
+def _check_labels_match(declared: Any, config: WorkflowConfig, path: Path) -> None:
+    by_index = declared_labels(declared, path)
     expected = {i: n for n, i in config.labels.items()}
-    if by_index != expected:
+    if by_index and by_index != expected:
         raise ConfigError(f"dataset labels {by_index} differ from the config's labels {expected}", path)
 
 
@@ -116,12 +120,16 @@ def _spacing(value: Any, dims: int, source: Path, where: str = "spacing_mm") -> 
     return tuple(float(v) for v in value)
 
 
-def read_dataset(dataset_json: str | os.PathLike[str], config: WorkflowConfig, *, seed: int = 0) -> DatasetSplit:
+def read_dataset(
+    dataset_json: str | os.PathLike[str], config: WorkflowConfig, *, seed: int = 0, fold_of: Sequence[int] | None = None
+) -> DatasetSplit:
     """Parse ``dataset.json`` and split it into training and validation entries.
 
-    The validation cases are, in order of precedence: the file's
-    ``validation`` list; the training entries whose ``fold`` equals
-    ``config.train.fold``; a seeded random ``config.train.val_fraction`` of the
+    The validation cases are, in order of precedence: with ``fold_of`` (the
+    fold of each training entry, as cross-validation assigns them), the
+    entries of fold ``config.train.fold``; the file's ``validation`` list; the
+    training entries whose ``fold`` key equals ``config.train.fold``; a seeded
+    random ``config.train.val_fraction`` of the
     cases (at least one). A dataset of fewer than :data:`MIN_CASES_TO_HOLD_OUT`
     cases validates on its training cases (holding one out would take a third
     or more of what the model learns from).
@@ -141,7 +149,14 @@ def read_dataset(dataset_json: str | os.PathLike[str], config: WorkflowConfig, *
 
     training = [_entry(it, f"training[{i}]", path) for i, it in enumerate(data["training"])]
     fold = config.train.fold
-    if data.get("validation"):
+    if fold_of is not None:
+        if fold is None or len(fold_of) != len(training):
+            raise ConfigError(f"a fold assignment needs train.fold and one fold per training entry ({len(training)})",
+                              path)
+        val = [e for e, f in zip(training, fold_of, strict=True) if f == fold]
+        train = [e for e, f in zip(training, fold_of, strict=True) if f != fold]
+        how = f"cross-validation fold {fold} of {len(set(fold_of))}"
+    elif data.get("validation"):
         val = [_entry(it, f"validation[{i}]", path) for i, it in enumerate(data["validation"])]
         train, how = training, "the 'validation' list of dataset.json"
     elif fold is not None:

@@ -1,4 +1,4 @@
-"""The training loop: MONAI CacheDataset + ThreadDataLoader, Dice+CE, sliding-window validation.
+"""The training loop: MONAI CacheDataset, seeded patch batches, Dice+CE, sliding-window validation.
 
 Deterministic transforms (read, reorient, resample, normalise) run once per
 case and are cached; random patch sampling and augmentation run every epoch,
@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,7 @@ def train(
     resume: bool = False,
     device: str = "auto",
     progress: bool = True,
+    fold_of: Sequence[int] | None = None,
 ) -> Path:
     """Train a segmentation model on an MSD-style dataset; returns the model directory.
 
@@ -209,6 +211,9 @@ def train(
         ``"auto"`` follows the config (CUDA when available).
     progress : bool
         Show a progress bar on stderr.
+    fold_of : sequence of int, optional
+        The cross-validation fold of each training entry; ``config.train.fold`` is the one validated on
+        (see :func:`medseg.train.crossval.cross_validate`).
 
     Raises
     ------
@@ -239,7 +244,7 @@ def train(
         + ([f"--max-epochs {max_epochs}"] if max_epochs else [])
     )
 
-    split = read_dataset(dataset_json, cfg, seed=seed)
+    split = read_dataset(dataset_json, cfg, seed=seed, fold_of=fold_of)
     entries = list(
         dict.fromkeys(split.train + split.val)
     )  # every case read and checked once, all problems reported together
@@ -287,7 +292,7 @@ def train(
         while run.epoch < n_epochs and not stop_reason:
             tic = time.monotonic()
             data.reseed(seed * 100_003 + run.epoch)  # per-epoch seeds: a resumed run continues exactly
-            loss, lr = run.train_epoch(data.loader)
+            loss, lr = run.train_epoch(data.batches())
             epoch_times.append(time.monotonic() - tic)
             out_of_time = run.session_s + float(np.mean(epoch_times[-3:])) > budget_s
             row: dict[str, Any] = {"epoch": run.epoch, "loss": round(loss, 5), "lr": f"{lr:.3g}"}
@@ -314,36 +319,35 @@ def train(
 
 
 class _Data:
-    """Cached training/validation data and the seeded loader of random training patches.
+    """Cached training/validation data and the seeded stream of random training patches.
 
     A ``CacheDataset`` runs the deterministic transforms once per case and keeps
-    the results in host memory (``cache``); the loader's dataset draws from it,
-    running the random transforms on copies of the cached tensors made on
-    ``device``, so drawing patches never changes the cache.
+    the results in host memory (``cache``). Each epoch visits the cases in a
+    seeded random order and draws ``train.samples_per_image`` augmented patches
+    from each (the random transforms get copies of the cached tensors, made on
+    ``device``, so drawing never changes the cache); the patches are shuffled
+    within a pool of a batch plus one case's patches and stacked into batches
+    of ``train.batch_size`` patches: one optimiser step per batch, about
+    ``n_cases * samples_per_image / batch_size`` steps per epoch.
     """
 
     def __init__(
         self, cfg: WorkflowConfig, train_cases: list[Case], val_cases: list[Case], device: torch.device
     ) -> None:
-        from monai.data import CacheDataset, Dataset, ThreadDataLoader
+        from monai.data import CacheDataset
 
         from medseg.preprocess import cached_transforms, random_transforms
 
         cached = cached_transforms(cfg)
         self.device = device
+        self.batch_size = cfg.train.batch_size
+        self.pool = cfg.train.batch_size + cfg.train.samples_per_image
         self.randoms = random_transforms(cfg, device)
         # stain jitter works on the raw RGB: training cases are cached before the intensity preset, which follows it
         train_cached = cached_transforms(cfg, intensity=not cfg.augment.hed_jitter)
         self.cache = CacheDataset([c.as_item() for c in train_cases], transform=train_cached, progress=False)
         self.val_items = [cached(c.as_item()) for c in val_cases]
         self.generator = torch.Generator()
-        self.loader = ThreadDataLoader(
-            Dataset(self.cache, transform=self._draw),
-            batch_size=cfg.train.batch_size,
-            shuffle=True,
-            num_workers=0,
-            generator=self.generator,
-        )
 
     def _draw(self, cached_item: dict[str, Any]) -> list[dict[str, Any]]:
         """Random patches (augmented) of one cached case.
@@ -352,7 +356,24 @@ class _Data:
         device; the per-class voxel indices are only read, so they are shared.
         """
         item = {k: v.to(self.device, copy=True) if torch.is_tensor(v) else v for k, v in cached_item.items()}
-        return self.randoms(item)
+        patches = self.randoms(item)
+        return patches if isinstance(patches, list) else [patches]
+
+    def batches(self) -> Any:
+        """One epoch of ``{"image", "label"}`` batches of ``batch_size`` patches (the last one may be smaller)."""
+        pool: list[dict[str, Any]] = []
+        for index in torch.randperm(len(self.cache), generator=self.generator).tolist():
+            pool.extend(self._draw(self.cache[index]))
+            while len(pool) >= self.pool:
+                yield self._take(pool, self.batch_size)
+        while pool:
+            yield self._take(pool, min(self.batch_size, len(pool)))
+
+    def _take(self, pool: list[dict[str, Any]], n: int) -> dict[str, torch.Tensor]:
+        """``n`` patches drawn at random out of ``pool``, stacked."""
+        picks = sorted(torch.randperm(len(pool), generator=self.generator)[:n].tolist(), reverse=True)
+        chosen = [pool.pop(i) for i in picks]
+        return {key: torch.stack([torch.as_tensor(p[key]) for p in chosen]) for key in ("image", "label")}
 
     def reseed(self, seed: int) -> None:
         """Seed patch sampling, augmentation and shuffling for one epoch."""
@@ -389,7 +410,7 @@ class _Run:
         """Training seconds over all sessions of this run."""
         return self.elapsed_before + self.session_s
 
-    def train_epoch(self, loader: Any) -> tuple[float, float]:
+    def train_epoch(self, batches: Any) -> tuple[float, float]:
         """One pass over the training patches; returns the mean loss and the learning rate used."""
         self.progress = max(
             self.progress, _progress_share(self.cfg, self.epoch, self.n_epochs, self.session_s, self.budget_s)
@@ -399,7 +420,7 @@ class _Run:
             group["lr"] = lr
         self.network.train()
         losses = []
-        for batch in loader:
+        for batch in batches:
             x, y = batch["image"].to(self.device), batch["label"].to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device.type, enabled=self.use_amp):

@@ -65,6 +65,7 @@ def segment_files(
     output_format_name: str | None = None,
     probabilities: bool = False,
     slide_options: dict[str, Any] | None = None,
+    postprocess: bool = True,
     **segment_options: Any,
 ) -> list[Path]:
     """Read each input with :func:`medseg.io.load`, segment it, write ``OUT/<stem>.<suffix>``.
@@ -90,6 +91,9 @@ def segment_files(
     slide_options : dict, optional
         Keyword arguments of :func:`~medseg.workflows.slide.segment_slide` for slide inputs (``mpp``,
         ``tile``, ``overlap``, ``tissue``, ``label_tiff``, ...); ``mpp`` also sets the pixel size of 2D pictures.
+    postprocess : bool
+        Apply the segmenter's post-processing rules (:func:`~medseg.workflows.case.postprocess_rules`, as
+        ``medseg batch`` does) to the label map written; False writes the network's own map.
     **segment_options
         Passed to ``segmenter.segment`` (e.g. ``tta=True`` for network models).
 
@@ -100,6 +104,8 @@ def segment_files(
     """
     from medseg.errors import ModelError, WriteError
     from medseg.io import save
+    from medseg.postprocess import postprocess as apply_postprocess
+    from medseg.workflows.case import postprocess_rules
 
     if probabilities and not hasattr(segmenter, "probabilities"):
         raise ModelError(f"segmenter {segmenter.name!r} gives no probabilities")
@@ -117,6 +123,8 @@ def segment_files(
             continue
         image = load_input(path, (slide_options or {}).get("mpp"))
         labels = segmenter.segment(image, **segment_options)
+        if postprocess:
+            labels = apply_postprocess(labels, postprocess_rules(segmenter)).semantic
         fmt = output_format(path, image.ndim, output_format_name)
         stem = output_stem(path)
         written.append(save(labels, out / f"{stem}{fmt.suffixes[0]}", **save_options(fmt, path, segmenter)))

@@ -441,23 +441,3 @@ class ResultsFolder:
                 raise ModelError(f"{filename} is missing", file)
             chosen[fold] = file
         return chosen
-
-
-def parse_folds(folds: Any) -> list[str] | None:
-    """``None``, ``"all"``, ``0``, ``"0,1"``, ``"0 1"`` or ``[0, 1]`` -> fold names (``["0", "1"]``)."""
-    if folds is None:
-        return None
-    if isinstance(folds, int) and not isinstance(folds, bool):
-        return [str(folds)]
-    if isinstance(folds, str):
-        items = [f for f in re.split(r"[,\s]+", folds.strip()) if f]
-    elif isinstance(folds, list | tuple):
-        items = [str(f).strip() for f in folds]
-    else:
-        raise ModelError(f"folds must be fold numbers or 'all', got {folds!r}")
-    if not items:
-        raise ModelError("folds: no fold given")
-    for item in items:
-        if item != "all" and not item.isdigit():
-            raise ModelError(f"folds: {item!r} is neither a fold number nor 'all'")
-    return [str(int(f)) if f.isdigit() else f for f in items]

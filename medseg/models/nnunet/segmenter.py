@@ -23,9 +23,10 @@ import torch
 
 from medseg.errors import ModelError
 from medseg.io.image import Image, LabelMap
+from medseg.models.folds import parse_folds
 from medseg.models.nnunet.checkpoint import load_checkpoint, strip_prefixes
 from medseg.models.nnunet.network import build_network, load_weights
-from medseg.models.nnunet.plans import CHECKPOINT_NAMES, Configuration, ResultsFolder, parse_folds
+from medseg.models.nnunet.plans import CHECKPOINT_NAMES, Configuration, ResultsFolder
 from medseg.models.nnunet.predict import logits_to_labels, logits_to_probabilities, sliding_window_logits
 from medseg.models.nnunet.preprocess import (
     CaseProperties,
