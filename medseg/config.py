@@ -163,7 +163,7 @@ class AugmentConfig(_Strict):
 
     prob: float = Field(0.2, ge=0, le=1, description="probability of each spatial/intensity augmentation")
     flip_axes: list[int] = Field(default_factory=list)
-    rotate90: bool = False
+    rotate90: bool = Field(False, description="random 90-degree turns in 2D (square patches only)")
     rotate_deg: float = Field(0.0, ge=0, le=180)
     scale_range: float = Field(0.0, ge=0, lt=1, description="zoom by a factor in [1 - s, 1 + s]")
     intensity_scale: float = Field(0.1, ge=0)

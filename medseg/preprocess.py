@@ -559,8 +559,8 @@ def random_transforms(config: WorkflowConfig, device: torch.device | str = "cpu"
         ),
     ]
     steps += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in aug.flip_axes]
-    if aug.rotate90:
-        steps.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))
+    if aug.rotate90 and config.patch_size[0] == config.patch_size[1]:  # a non-square patch turned 90 degrees
+        steps.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))  # would not stack in a batch
     if aug.rotate_deg > 0 or aug.scale_range > 0:
         rad = float(np.deg2rad(aug.rotate_deg))
         steps.append(

@@ -276,3 +276,16 @@ def test_a_budget_too_short_for_one_epoch_is_a_warning_in_the_plan() -> None:
     assert any("more than the 1-minute budget" in w for w in plan.warnings)
     with pytest.raises(ConfigError, match="budget must be positive"):
         plan_workflow(_fingerprint(images, labels), minutes=0, device="cpu", throughput=10.0)
+
+
+def test_microscopy_turns_only_square_patches() -> None:
+    rng = np.random.default_rng(10)
+    for shape, turned in (((48, 96), False), ((96, 96), True)):
+        images = [Image(rng.normal(size=shape).astype(np.float32), spacing=(0.0005, 0.0005)) for _ in range(2)]
+        labels = [np.zeros(shape, np.uint8) for _ in range(2)]
+        for lab in labels:
+            lab[19:29, 20:30] = 1
+        config = validate_config(plan_workflow(_fingerprint(images, labels), {"modality": "fluorescence"}, minutes=5,
+                                               throughput=FAST_CPU).config)
+        assert (config.patch_size[0] == config.patch_size[1]) == turned and config.augment.rotate90 == turned
+        assert config.augment.flip_axes == [0, 1]

@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 12  # 300 optimiser steps of 4 planned patches: about 1.5 CPU-minutes on 2 cores
+EPOCHS = 12  # 300 optimiser steps of 4 planned patches: under a minute on 2 cores
 FOREGROUND_DICE_FLOOR = 0.85
 INSTANCE_F1_FLOOR = 0.70
 

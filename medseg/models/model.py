@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from medseg.config import WorkflowConfig
-from medseg.errors import ModelError
+from medseg.errors import ConfigError, ModelError
 from medseg.io.image import Image, LabelMap
 from medseg.models.folds import fold_dirs, is_ensemble_dir
 from medseg.models.networks import build_network
@@ -220,7 +220,8 @@ def load_model(
         return SegmentationModel([net for _, net, _ in loaded], loaded[0][2], device=device, source=str(p),
                                  folds=[(name, card) for name, _, card in loaded])
     if folds is not None:
-        raise ModelError("--folds applies to ensembles (medseg train --folds K) and nnU-Net results folders", p)
+        raise ConfigError("--folds does not apply to this segmenter, a single model (it applies to ensembles of "
+                          "medseg train --folds K and to nnU-Net results folders)", p)
     if not (p / CARD_NAME).is_file():
         from medseg.models.bundle import is_bundle, load_bundle
 

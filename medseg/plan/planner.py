@@ -397,6 +397,9 @@ def plan_workflow(
     if _lateral(labels) and augment.get("flip_axes"):
         augment["flip_axes"] = [a for a in augment["flip_axes"] if a != 0]
         why += f"; no left-right mirroring: labels {_lateral(labels)} have sides"
+    if augment.get("rotate90") and len(set(patch.tolist())) > 1:
+        augment["rotate90"] = False  # a turned non-square patch would not stack with the others of its batch
+        why += f"; no 90-degree turns of the non-square patch {patch.astype(int).tolist()} (mirroring stays)"
     decide("augment", augment, why)
     per_step_s = batch * float(np.prod(patch)) / budget.voxels_per_second if budget.voxels_per_second else None
     epoch_s = per_step_s * steps_per_epoch if per_step_s else None
