@@ -88,7 +88,7 @@ def measure(model: SegmentationModel, scan: Path, image: Image) -> dict[str, Any
 
     with tempfile.TemporaryDirectory() as tmp:
         (t_medseg, c_medseg, written), (t_bare, c_bare, logits) = best_of_interleaved(
-            [lambda: segment_files(model, [scan], tmp), bare]
+            [lambda: segment_files(model, [scan], tmp, postprocess=False), bare]  # the network's own labels
         )
         ours = medseg.load(written[0])
     native = prep.invert(torch.softmax(logits[0].float(), 0), like=x)
@@ -156,7 +156,8 @@ def main() -> None:
                 f"device {demo.device}, {THREADS} torch thread(s); best of {REPEATS} interleaved runs after one untimed run each. medseg = read NIfTI (ISA-L inflate) -> reorient/resample/intensity "
                 "-> sliding window -> softmax -> inverse resampling of the probabilities fused with the argmax (only voxels at label "
                 "boundaries interpolated; all channels when more than a quarter of the cells are mixed, as with random weights) "
-                "-> write NIfTI (ISA-L gzip level 1); bare = `sliding_window_inference` on the volume already on the model grid. "
+                "-> write NIfTI (ISA-L gzip level 1), without the workflow's post-processing (`--no-postprocess`: the "
+                "network's own labels, compared with the bare call's); bare = `sliding_window_inference` on the volume already on the model grid. "
                 "Produced by `python -m benchmarks.bench_infer`."
             ),
             "",

@@ -205,6 +205,8 @@ def load_model(
     medseg.errors.ModelError
         Missing or invalid card, weights that are a pickled object, weights
         that do not match the card, folds trained with different configs.
+    medseg.errors.ConfigError
+        ``folds`` given for a single model.
     """
     p = Path(path)
     if p.is_file() and p.name == CARD_NAME:
