@@ -72,7 +72,7 @@ def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextMana
 
 
 def sliding_window_probabilities(
-    network: torch.nn.Module,
+    network: torch.nn.Module | Sequence[torch.nn.Module],
     x: torch.Tensor,
     config: WorkflowConfig,
     *,
@@ -83,8 +83,9 @@ def sliding_window_probabilities(
 
     Parameters
     ----------
-    network : torch.nn.Module
-        In eval mode, on ``x``'s device.
+    network : torch.nn.Module or sequence of them
+        In eval mode, on ``x``'s device; for an ensemble (cross-validation folds of one config) the
+        softmax outputs of every network are averaged, as nnU-Net averages its folds.
     x : torch.Tensor
         ``(1, channels, *spatial)`` on the model's grid.
     mirror_axes : list of int, optional
@@ -93,25 +94,27 @@ def sliding_window_probabilities(
     """
     inf = config.inference
     x = x.as_tensor() if isinstance(x, MetaTensor) else x  # plain tensors: MetaTensor bookkeeping per patch is slow
+    networks = list(network) if isinstance(network, Sequence) else [network]
     total = None
     roi = window_size(config, tuple(x.shape[2:]))
     flips = mirror_axes_sets(mirror_axes or [])
     with torch.inference_mode(), _autocast(x.device, amp and config.amp):
-        for flip in flips:
+        for net, flip in itertools.product(networks, flips):
             dims = [a + 2 for a in flip]
             xin = torch.flip(x, dims) if dims else x
             logits = sliding_window_inference(
                 xin,
                 roi_size=roi,
                 sw_batch_size=inf.sw_batch_size,
-                predictor=network,
+                predictor=net,
                 overlap=inf.overlap,
                 mode=inf.blend,
             )
             probs = torch.softmax(logits.float(), dim=1)
             probs = torch.flip(probs, dims) if dims else probs
             total = probs if total is None else total.add_(probs)
-        return total if len(flips) == 1 else total.div_(len(flips))
+        runs = len(networks) * len(flips)
+        return total if runs == 1 else total.div_(runs)
 
 
 def window_size(config: WorkflowConfig, shape: tuple[int, ...]) -> list[int]:
@@ -155,9 +158,8 @@ def predict(
     Parameters
     ----------
     network : torch.nn.Module or sequence of them
-        The model's network, already on ``device`` and in eval mode; for an
-        ensemble (cross-validation folds of one config), its class probabilities
-        on the model grid are averaged, as nnU-Net averages its folds.
+        The model's network, already on ``device`` and in eval mode, or the networks of
+        an ensemble (see :func:`sliding_window_probabilities`).
     config : WorkflowConfig
         The model's workflow (grid, intensity preset, patch size, sliding window).
     image : Image
@@ -171,13 +173,7 @@ def predict(
     mirror = config.augment.flip_axes if use_tta else []
     prep = Preprocessor(config)
     x = prep(image, device)
-    networks = [network] if isinstance(network, torch.nn.Module) else list(network)
-    with torch.inference_mode():
-        probs = sliding_window_probabilities(networks[0], x[None], config, mirror_axes=mirror)[0]
-        for other in networks[1:]:
-            probs.add_(sliding_window_probabilities(other, x[None], config, mirror_axes=mirror)[0])
-        if len(networks) > 1:
-            probs.div_(len(networks))
+    probs = sliding_window_probabilities(network, x[None], config, mirror_axes=mirror)[0]
     scores = object_first_scores(probs) if config.label_source == "instances" else probs
     labels = prep.invert_labels(scores, like=x).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
     if labels.shape != image.shape:  # the inverse is exact by construction; guard against a MONAI regression
