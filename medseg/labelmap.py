@@ -446,6 +446,8 @@ def label_components(array: np.ndarray, connectivity: int) -> tuple[np.ndarray, 
     """
     import cc3d
 
+    if not array.flags.writeable:  # cc3d takes writable buffers only (it never writes to its input)
+        array = array.copy()
     if array.ndim == 2:
         volume = array[..., np.newaxis]
         components, n = cc3d.connected_components(

@@ -72,6 +72,8 @@ def test_anisotropic_ct_pools_z_only_once_in_plane_catches_up() -> None:
     # the box label is its own mirror image: left-right mirroring only, no test-time mirroring of 3D on the CPU
     assert config.augment.flip_axes == [0] and not config.inference.tta
     assert config.orientation == "RAS" and config.optimizer.anneal_over == "budget"
+    # two 3D patches per CPU step: too few for batch statistics
+    assert config.train.batch_size == 2 and config.network.params["norm"] == "instance"
 
 
 def test_rgb_2d_set_gets_per_channel_zscore_mirroring_and_stain_jitter() -> None:
@@ -88,6 +90,7 @@ def test_rgb_2d_set_gets_per_channel_zscore_mirroring_and_stain_jitter() -> None
                          device="cpu", throughput=FAST_CPU)
     config = validate_config(plan.config)
     assert config.in_channels == 3 and config.intensity.preset == "rgb"
+    assert config.train.batch_size == 4 and config.network.params["norm"] == "batch"  # 4 patches per 2D step
     assert config.augment.flip_axes == [0, 1] and config.augment.rotate90 and config.augment.hed_jitter > 0
     assert config.spacing_mm == [0.0005, 0.0005]  # 10 px nuclei: never coarsened below 8 px across
     assert dict(config.labels) == {"background": 0, "nucleus": 1}

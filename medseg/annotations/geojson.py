@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
+import numpy as np
 from shapely.geometry import MultiPolygon, Polygon
-from shapely.geometry.polygon import orient
 
-from medseg.annotations.objects import AnnotatedImage, AnnotatedObject, Drawing, ring, vertex_list
+from medseg.annotations.objects import AnnotatedImage, AnnotatedObject, Drawing, ring
 from medseg.atomic import atomic_path, write_text_atomic
 from medseg.errors import AnnotationError
 
@@ -113,41 +114,56 @@ def read(data: Any, path: str | os.PathLike[str]) -> list[AnnotatedImage]:
     return [image]
 
 
-def geometry(polygons: MultiPolygon) -> dict[str, Any]:
-    """The GeoJSON geometry of polygons: closed rings, exteriors counterclockwise, a Polygon when there is one."""
-    rings = [
-        [vertex_list(r.coords, closed=True) for r in (p.exterior, *p.interiors)]
-        for p in (orient(q, 1.0) for q in polygons.geoms)
-    ]
-    if len(rings) == 1:
-        return {"type": "Polygon", "coordinates": rings[0]}
-    return {"type": "MultiPolygon", "coordinates": rings}
+def geometries(polygons: Sequence[MultiPolygon]) -> list[dict[str, Any]]:
+    """The GeoJSON geometry of each of ``polygons``, in one vectorised pass: closed rings, exteriors
+    counterclockwise, a Polygon where there is one part; integer coordinates when every vertex is a pixel corner."""
+    import shapely
+
+    if not len(polygons):
+        return []
+    array = np.empty(len(polygons), dtype=object)
+    array[:] = list(polygons)
+    oriented = shapely.orient_polygons(array, exterior_cw=False)
+    _, coords, (ring_end, part_end, multi_end) = shapely.to_ragged_array(oriented)
+    points = (coords.astype(np.int64) if np.array_equal(coords, np.round(coords)) else np.round(coords, 4)).tolist()
+    rings = [points[a:b] for a, b in zip(ring_end[:-1].tolist(), ring_end[1:].tolist(), strict=True)]
+    parts = [rings[a:b] for a, b in zip(part_end[:-1].tolist(), part_end[1:].tolist(), strict=True)]
+    out = []
+    for a, b in zip(multi_end[:-1].tolist(), multi_end[1:].tolist(), strict=True):
+        out.append({"type": "Polygon", "coordinates": parts[a]} if b - a == 1 else
+                   {"type": "MultiPolygon", "coordinates": parts[a:b]})
+    return out
 
 
 def feature(
-    polygons: MultiPolygon,
+    polygons: MultiPolygon | Mapping[str, Any],
     fid: str,
     object_type: str,
     label: str = "",
     color: tuple[int, int, int] | None = None,
     measurements: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One QuPath feature: ``id``, geometry, ``objectType``, ``classification`` {name, color}, ``measurements`` (a map)."""
+    """One QuPath feature: ``id``, geometry, ``objectType``, ``classification`` {name, color}, ``measurements`` (a map).
+
+    ``polygons`` is the feature's MultiPolygon or its GeoJSON geometry from :func:`geometries`.
+    """
     props: dict[str, Any] = {"objectType": object_type}
     if label:
         props["classification"] = {"name": label, "color": list(color or (255, 0, 0))}
     if measurements:
         props["measurements"] = measurements
-    return {"type": "Feature", "id": fid, "geometry": geometry(polygons), "properties": props}
+    shape = polygons if isinstance(polygons, Mapping) else geometries([polygons])[0]
+    return {"type": "Feature", "id": fid, "geometry": shape, "properties": props}
 
 
 def write(drawing: Drawing, path: str | os.PathLike[str], object_type: str = "annotation") -> None:
     """Write one image's instances as a QuPath GeoJSON FeatureCollection."""
     check_object_type(object_type, path)
+    shapes = geometries([inst.polygons for inst in drawing.instances])
     features = [
-        feature(inst.polygons, inst.object_id(drawing.image_name), inst.properties.get("object_type", object_type),
+        feature(shape, inst.object_id(drawing.image_name), inst.properties.get("object_type", object_type),
                 inst.label, inst.color() if inst.label else None)
-        for inst in drawing.instances
+        for inst, shape in zip(drawing.instances, shapes, strict=True)
     ]
     write_text_atomic(path, json.dumps({"type": "FeatureCollection", "features": features}))
 

@@ -293,8 +293,10 @@ def coordinate(v: float) -> int | float:
 
 def vertex_list(ring_coords: Any, closed: bool) -> list[list[int | float]]:
     """``[[x, y], ...]`` of a shapely ring, with the first vertex repeated at the end when ``closed``."""
-    pts = np.asarray(ring_coords)
+    pts = np.asarray(ring_coords, float)
     pts = pts if closed else pts[:-1]
+    if np.array_equal(pts, np.round(pts)):  # pixel-corner vertices, as medseg traces them
+        return pts.astype(np.int64).tolist()
     return [[coordinate(x), coordinate(y)] for x, y in pts]
 
 

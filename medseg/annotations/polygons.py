@@ -23,8 +23,10 @@ Conventions (the same as COCO, CVAT, QuPath and LabelMe coordinates):
 background, so every vertex is a pixel corner and :func:`polygons_to_mask`
 gives back exactly the mask (IoU 1.0). Foreground is 4-connected: pixels that
 touch only at a corner are separate polygons meeting at that point, and the
-background is 8-connected. Outer rings have positive signed (shoelace) area in
-``(x, y)``, holes negative, and shapely finds every result valid.
+background passes between them (8-connected); a piece that touches itself at a
+corner closes the pocket it wraps, a hole meeting its outline at that corner.
+Outer rings have positive signed (shoelace) area in ``(x, y)``, holes
+negative, and shapely finds every result valid.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from shapely.geometry import MultiPolygon, Polygon
 _STEPS = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]])
 
 
-def _boundary_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Start corner ``(x, y)``, direction code and owner value of every pixel edge between two different values.
+def _boundary_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Start corner ``(x, y)``, direction code, owner value and owner pixel ``(x, y)`` of every pixel edge between
+    two different values.
 
     Each edge runs with its owner (a non-zero value) on its left (in ``(x, y)``), so
     outer boundaries turn counterclockwise and holes clockwise; an edge between
@@ -51,29 +54,30 @@ def _boundary_edges(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     p = np.pad(labels, 1)
     left, right = p[:-1, 1:-1], p[1:, 1:-1]  # the pixels either side of the vertical edge at x = i, y in [j, j+1]
     below, above = p[1:-1, :-1], p[1:-1, 1:]  # the pixels either side of the horizontal edge at y = j
-    starts, dirs, owners = [], [], []
-    for owner, other, direction, shift in (
-        (left, right, 1, (0, 0)),  # upward (+y) from (i, j)
-        (right, left, 3, (0, 1)),  # downward (-y) from (i, j + 1)
-        (above, below, 0, (0, 0)),  # +x from (i, j)
-        (below, above, 2, (1, 0)),  # -x from (i + 1, j)
+    starts, dirs, owners, pixels = [], [], [], []
+    for owner, other, direction, shift, at in (
+        (left, right, 1, (0, 0), (-1, 0)),  # upward (+y) from (i, j); owner pixel (i - 1, j)
+        (right, left, 3, (0, 1), (0, 0)),  # downward (-y) from (i, j + 1); owner pixel (i, j)
+        (above, below, 0, (0, 0), (0, 0)),  # +x from (i, j); owner pixel (i, j)
+        (below, above, 2, (1, 0), (0, -1)),  # -x from (i + 1, j); owner pixel (i, j - 1)
     ):
         sel = (owner != other) & (owner != 0)
         ij = np.argwhere(sel)
         starts.append(ij + np.asarray(shift))
+        pixels.append(ij + np.asarray(at))
         dirs.append(np.full(len(ij), direction))
         owners.append(owner[sel])
-    return np.concatenate(starts), np.concatenate(dirs), np.concatenate(owners)
+    return np.concatenate(starts), np.concatenate(dirs), np.concatenate(owners), np.concatenate(pixels)
 
 
-def _edge_cycles(starts: np.ndarray, dirs: np.ndarray, shape: tuple[int, int]) -> list[tuple[np.ndarray, int]]:
-    """Closed boundary walks as arrays of corner vertices (direction changes only), each with its first edge.
+def _next_edges(starts: np.ndarray, dirs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The edge a boundary walk takes after each edge: a permutation of the edges.
 
     From the end of an edge the walk turns left if it can, else goes straight,
     else turns right: at a corner shared by two diagonal pixels of one value it
     keeps to the pixel it is bordering (4-connectivity). A directed edge is
-    unique, and the edge a walk takes next always has the walk's value on its
-    left, so the walks of all values are traced together.
+    unique, and the next edge always has the walk's value on its left, so the
+    walks of all values are traced together.
     """
     n_y = shape[1] + 1
     key = (starts[:, 0] * n_y + starts[:, 1]) * 4 + dirs
@@ -90,73 +94,92 @@ def _edge_cycles(starts: np.ndarray, dirs: np.ndarray, shape: tuple[int, int]) -
     for turn in (0, 3):
         todo = nxt < 0
         nxt[todo] = lookup(end_id[todo] + (dirs[todo] + turn) % 4)
-    follow = nxt.tolist()
-    seen = [False] * len(follow)
-    cycles = []
-    for first in range(len(follow)):
-        if seen[first]:
-            continue
-        walk = [first]
-        seen[first] = True
-        e = follow[first]
-        while e != first:
-            walk.append(e)
-            seen[e] = True
-            e = follow[e]
-        idx = np.asarray(walk)
-        corner = dirs[idx] != np.roll(dirs[idx], 1)
-        cycles.append((starts[idx[corner]], first))
-    return cycles
+    return nxt
 
 
-def _simple_rings(cycle: np.ndarray, n_y: int) -> list[np.ndarray]:
-    """Split a walk that passes a corner twice into rings that each pass every corner once."""
-    ids = cycle[:, 0] * n_y + cycle[:, 1]
-    if len(np.unique(ids)) == len(ids):
-        return [cycle]
-    rings, stack, where = [], [], {}
-    for k, v in enumerate(ids.tolist()):
-        if v in where:  # close the loop back to the first visit of v
-            at = where[v]
-            loop = stack[at:]
-            rings.append(cycle[loop])
-            for u in loop[1:]:
-                del where[int(ids[u])]
-            del stack[at + 1 :]
-        else:
-            where[v] = len(stack)
-            stack.append(k)
-    rings.append(cycle[stack])
-    return rings
+def _walks(nxt: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The edges in walk order and the walk number of each (in that order).
+
+    The walks are the cycles of the permutation ``nxt`` (``prev`` is its
+    inverse); each starts at its lowest-numbered edge, and walks are numbered
+    in the order of that edge. An edge's place in its walk comes from list
+    ranking by pointer jumping: log2(longest walk) vectorised passes.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(nxt)
+    edge = np.arange(n)
+    _, cycle = connected_components(coo_matrix((np.ones(n, bool), (edge, nxt)), shape=(n, n)), connection="weak")
+    first = np.full(int(cycle.max()) + 1, n)
+    np.minimum.at(first, cycle, edge)
+    succ = nxt.copy()
+    last = prev[first]
+    succ[last] = last  # each cycle cut before its first edge: a list that ends at `last`
+    to_end = (succ != edge).astype(np.int64)  # steps to `last`
+    while True:
+        jump = succ[succ]
+        if np.array_equal(jump, succ):
+            break
+        to_end += to_end[succ]
+        succ = jump
+    number = np.empty(len(first), np.int64)
+    number[np.argsort(first)] = np.arange(len(first))
+    order = np.lexsort((-to_end, number[cycle]))
+    return order, number[cycle[order]]
 
 
-def _signed_area(ring: np.ndarray) -> float:
-    x, y = ring[:, 0].astype(float), ring[:, 1].astype(float)
-    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+def _rings(starts: np.ndarray, dirs: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The corner vertices of every boundary ring (rings consecutive), the ring of each vertex, and the first edge
+    of the walk each ring comes from.
+
+    A vertex is the start of an edge that changes direction. A walk that passes
+    a corner twice (a piece that touches itself there) is split into rings that
+    pass every corner once: the vertices from the first visit up to the second
+    form a loop (less the loops nested in it), and the second visit stays in
+    the enclosing ring. The loops of a walk nest (a boundary never crosses
+    itself), so a vertex's ring is the loop opened last at its nesting depth.
+    """
+    nxt = _next_edges(starts, dirs, shape)
+    prev = np.empty_like(nxt)
+    prev[nxt] = np.arange(len(nxt))
+    order, walk = _walks(nxt, prev)
+    first_edge = order[np.r_[True, walk[1:] != walk[:-1]]]
+    corner = (dirs != dirs[prev])[order]
+    vertices, walk = starts[order[corner]], walk[corner]
+    n = len(walk)
+    vid = vertices[:, 0] * (shape[1] + 1) + vertices[:, 1]
+    by_vertex = np.lexsort((vid, walk))
+    twice = (vid[by_vertex][1:] == vid[by_vertex][:-1]) & (walk[by_vertex][1:] == walk[by_vertex][:-1])
+    if not twice.any():
+        return vertices, walk, first_edge
+    opens, closes = by_vertex[:-1][twice], by_vertex[1:][twice]  # the two visits of each corner passed twice
+    depth = np.cumsum(np.bincount(opens, minlength=n) - np.bincount(closes, minlength=n))
+    open_keys = np.sort(depth[opens] * n + opens)
+
+    def opener(level: np.ndarray, position: np.ndarray) -> np.ndarray:
+        """The loop opened last at nesting ``level`` up to ``position``."""
+        return open_keys[np.searchsorted(open_keys, level * n + position, side="right") - 1] % n
+
+    if not np.array_equal(opener(depth[closes] + 1, closes), opens):  # by construction; guard the nesting
+        raise RuntimeError("a boundary walk of a label map crosses itself")
+    position = np.arange(n)
+    label = 2 * np.flatnonzero(np.r_[True, walk[1:] != walk[:-1]])[walk] + 1  # depth 0: the walk's outer ring
+    inner = depth > 0
+    label[inner] = 2 * opener(depth[inner], position[inner])
+    regroup = np.lexsort((position, label))
+    label = label[regroup]
+    head = np.r_[True, label[1:] != label[:-1]]
+    return vertices[regroup], np.cumsum(head) - 1, first_edge[walk[regroup][head]]
 
 
-def _inside(point: np.ndarray, ring: np.ndarray) -> bool:
-    """Even-odd test of a point against a closed ring (not on its boundary)."""
-    a, b = ring, np.roll(ring, -1, axis=0)
-    crosses = (a[:, 1] > point[1]) != (b[:, 1] > point[1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = a[:, 0] + (point[1] - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
-    return bool(np.count_nonzero(crosses & (x > point[0])) % 2)
-
-
-def _assemble(rings: list[np.ndarray]) -> list[Polygon]:
-    """Polygons from oriented rings: each hole goes to the smallest outer ring around it."""
-    areas = [_signed_area(r) for r in rings]
-    shells = [i for i, a in enumerate(areas) if a > 0]
-    holes: dict[int, list[np.ndarray]] = {i: [] for i in shells}
-    for i, a in enumerate(areas):
-        if a > 0:
-            continue
-        ring = rings[i]
-        probe = ring[0] + 0.5 * np.sign(ring[1] - ring[0])  # the midpoint of a unit edge lies on no other ring
-        around = [s for s in shells if len(shells) == 1 or _inside(probe, rings[s])]
-        holes[min(around, key=lambda s: areas[s])].append(ring)
-    return [Polygon(rings[s], holes[s]) for s in shells]
+def _ring_areas(vertices: np.ndarray, ring: np.ndarray, n_rings: int) -> np.ndarray:
+    """Signed (shoelace) area of each ring, px^2; ``ring`` numbers the rows of ``vertices`` (consecutive per ring)."""
+    x, y = vertices[:, 0].astype(float), vertices[:, 1].astype(float)
+    begin = np.flatnonzero(np.r_[True, ring[1:] != ring[:-1]])
+    after = np.arange(1, len(ring) + 1)
+    after[np.r_[begin[1:], len(ring)] - 1] = begin  # each ring closes on its first vertex
+    return 0.5 * np.bincount(ring, weights=x * y[after] - x[after] * y, minlength=n_rings)
 
 
 def mask_to_polygons(mask: np.ndarray, simplify_px: float = 0.0, offset: tuple[int, int] = (0, 0)) -> MultiPolygon:
@@ -210,25 +233,58 @@ def label_crops(labels: np.ndarray) -> Iterator[tuple[int, tuple[int, int], np.n
         yield int(values[k - 1]), (box[0].start, box[1].start), dense[box] == k
 
 
+def _pieces(labels: np.ndarray, value: np.ndarray, is_shell: np.ndarray, owner_pixel: np.ndarray) -> np.ndarray:
+    """The 4-connected piece of each ring, as numbers unique over the map: its value's when every value has one
+    outer ring, else the piece of the pixel its walk's first edge borders."""
+    from medseg.labelmap import label_components
+
+    values, piece = np.unique(value, return_inverse=True)
+    if np.bincount(piece, weights=is_shell, minlength=len(values)).max() <= 1:
+        return piece
+    return label_components(labels, 4)[0][owner_pixel[:, 0], owner_pixel[:, 1]].astype(np.int64)
+
+
 def labels_to_polygons(
     labels: np.ndarray, simplify_px: float = 0.0, offset: tuple[int, int] = (0, 0)
 ) -> dict[int, MultiPolygon]:
     """:func:`mask_to_polygons` of every non-zero value of a 2D ``[x, y]`` label map, in ascending order.
 
-    All outlines are traced in one pass over the map's pixel edges (a boolean
-    mask gives the key 1); ``offset`` is added to every vertex.
+    All outlines are traced together in vectorised passes over the map's pixel
+    edges (a boolean mask gives the key 1); ``offset`` is added to every
+    vertex. Each 4-connected piece of a value is one polygon: its
+    counterclockwise ring is the shell, its clockwise rings are its holes.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"a 2D label map is needed, got shape {labels.shape}")
-    starts, dirs, owners = _boundary_edges(labels)
+    starts, dirs, owners, pixels = _boundary_edges(labels)
     if not len(dirs):
         return {}
-    n_y = labels.shape[1] + 1
-    rings: dict[int, list[np.ndarray]] = {}
-    for cycle, first in _edge_cycles(starts, dirs, labels.shape):
-        rings.setdefault(int(owners[first]), []).extend(r + np.asarray(offset) for r in _simple_rings(cycle, n_y))
-    return {v: _simplified(MultiPolygon(_assemble(rings[v])), simplify_px) for v in sorted(rings)}
+    vertices, ring, source = _rings(starts, dirs, labels.shape)
+    is_shell = _ring_areas(vertices, ring, len(source)) > 0
+    value = owners[source]
+    piece = _pieces(labels, value, is_shell, pixels[source])
+    shells = np.bincount(piece, weights=is_shell)[np.unique(piece)]
+    if not np.all(shells == 1):  # by construction; guard the invariant the assembly rests on
+        raise RuntimeError("a 4-connected piece of a label map traced to other than one outer ring")
+    shell_of = np.zeros(int(piece.max()) + 1, np.int64)
+    shell_of[piece[is_shell]] = np.flatnonzero(is_shell)
+    shell = shell_of[piece]  # the shell ring of each ring's polygon
+    rank = np.lexsort((~is_shell, shell, value))  # rings by value, then polygon (in shell order), the shell first
+    where = np.empty_like(rank)
+    where[rank] = np.arange(len(rank))
+    by_ring = np.argsort(where[ring], kind="stable")  # the vertices regrouped ring by ring in that order
+    coords = (vertices[by_ring] + np.asarray(offset)).astype(float)
+    counts = np.bincount(ring, minlength=len(rank))[rank]
+    begin = np.r_[0, np.cumsum(counts)[:-1]]
+    closed = np.insert(coords, begin + counts, coords[begin], axis=0)  # each ring ends on its first vertex
+    polygon_head = np.r_[True, shell[rank][1:] != shell[rank][:-1]]
+    value_head = np.r_[True, value[rank][1:] != value[rank][:-1]]
+    offsets = (np.r_[0, np.cumsum(counts + 1)], np.r_[np.flatnonzero(polygon_head), len(rank)],
+               np.r_[np.flatnonzero(value_head[polygon_head]), int(polygon_head.sum())])
+    multis = shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, closed, offsets)
+    keys = value[rank][value_head]
+    return {int(k): _simplified(m, simplify_px) for k, m in zip(keys.tolist(), multis, strict=True)}
 
 
 def polygon_parts(geometry: shapely.Geometry) -> list[Polygon]:

@@ -235,7 +235,9 @@ def process_tile(ctx: TileContext, col: int, row: int, image: Image) -> pd.DataF
     keep = (in_core | near) & (~cut | in_core)
     table = table[keep].reset_index(drop=True)
     local = table.instance.to_numpy()
-    kept_map = np.where(np.isin(instances, local), instances, 0)
+    kept = np.zeros(int(instances.max()) + 1, bool)
+    kept[local] = True
+    kept_map = np.where(kept[instances], instances, 0)
     polygons = labels_to_polygons(kept_map, offset=(wx0, wy0))
     classes = _instance_classes(labels.array, instances, local)
     table.insert(0, "tile", row * grid.n_cols + col)

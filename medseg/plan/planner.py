@@ -17,7 +17,10 @@ returns a complete :class:`~medseg.config.WorkflowConfig` and one
    physically longest axis. An axis pools (stride 2) only while its spacing is
    within 2x of the finest current spacing and the bottleneck keeps
    :data:`MIN_BOTTLENECK` voxels; the patch is rounded to a multiple of each
-   axis's total stride, so the network divides it by construction. When the
+   axis's total stride, so the network divides it by construction. The
+   network batch-normalises when a step holds at least
+   :data:`MIN_BATCH_NORM` patches (2D), else normalises each instance
+   (nnU-Net's choice, made for small 3D batches). When the
    affordable patch sees less than :data:`MIN_COVERAGE` of the median image,
    the spacing is coarsened 2x (nnU-Net's low-resolution stage) while the
    smaller objects (5th percentile) stay at least :data:`MIN_OBJECT_VOXELS`
@@ -65,6 +68,7 @@ MIN_MIRROR_DICE = 0.65  # radiology mirrors left-right only when every label ove
 BASE_CHANNELS = {"cpu": 16, "cuda": 32}
 MAX_CHANNELS = 320
 USABLE_SHARE = 0.85  # of the budget: the rest is caching, validation and saving
+MIN_BATCH_NORM = 4  # patches per step from which the network batch-normalises (fewer: instance normalisation)
 _LATERAL = re.compile(r"(^|[_\W])(left|right|l|r|lt|rt)([_\W]|$)", re.IGNORECASE)
 
 
@@ -121,7 +125,21 @@ class Budget:
 _BYTES_PER_VOXEL = {2: 4 * 16 * 12, 3: 4 * 32 * 12}  # activations kept for backward per patch voxel, base network
 
 
-def measure_throughput(dims: int, device: str, in_channels: int = 1, n_labels: int = 2) -> float:
+def network_norm(batch: int) -> str:
+    """The network's normalisation for ``batch`` patches per optimiser step.
+
+    Batch statistics of 4 or more patches train faster and generalise better
+    in the short budgets of a CPU: on the shared radiographs (2 training
+    films, 10 CPU minutes, seed 0) the same planned UNet reached lung Dice
+    0.969 on the third film with batch normalisation and 0.948 with instance
+    normalisation. 3D batches of 2 keep instance normalisation: with them
+    batch normalisation gave CT spleen Dice 0.81 in one run and 0.64 in
+    another (instance normalisation 0.69-0.73).
+    """
+    return "batch" if batch >= MIN_BATCH_NORM else "instance"
+
+
+def measure_throughput(dims: int, device: str, in_channels: int = 1, n_labels: int = 2, norm: str = "instance") -> float:
     """Training throughput of the base planned network on ``device``: patch voxels x batch per second.
 
     Times two optimiser steps (after one warm-up) of a MONAI UNet with the
@@ -134,7 +152,7 @@ def measure_throughput(dims: int, device: str, in_channels: int = 1, n_labels: i
     base = BASE_CHANNELS["cuda" if device == "cuda" else "cpu"]
     patch = (128, 128) if dims == 2 else (32, 32, 32)
     net = UNet(dims, in_channels, n_labels, channels=[base * 2**i for i in range(4)], strides=[2, 2, 2],
-               num_res_units=2, norm="instance").to(device)
+               num_res_units=2, norm=norm).to(device)
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
     x = torch.randn(2, in_channels, *patch, device=device)
     y = torch.randint(0, n_labels, (2, *patch), device=device)
@@ -329,14 +347,15 @@ def plan_workflow(
 
     # 2. patch, network, batch: coarsen the spacing while the affordable patch sees too little of the image
     dev = "cuda" if device == "cuda" else "cpu"
+    batch = (4 if dims == 2 else 2) if dev == "cpu" else (12 if dims == 2 else 2)
+    norm = network_norm(batch)
     if throughput is None and dev == "cpu":
-        throughput = measure_throughput(dims, dev, channels, len(labels))
+        throughput = measure_throughput(dims, dev, channels, len(labels), norm)
     if dev == "cuda" and memory_gib is None:
         import torch
 
         memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
     budget = Budget(minutes, dev, float(throughput or 0.0), memory_gib)
-    batch = (4 if dims == 2 else 2) if dev == "cpu" else (12 if dims == 2 else 2)
     max_voxels = budget.affordable_voxels(dims, batch)
     objects = fp.object_sizes()
     small_mm = float(np.percentile(objects, 5)) if objects.size else math.inf
@@ -375,9 +394,10 @@ def plan_workflow(
     chans = [min(base * 2**i, MAX_CHANNELS) for i in range(len(levels) + 1)]
     strides = [s if len(set(s)) > 1 else s[0] for s in levels]
     decide("network", {"name": "UNet", "params": {"channels": chans, "strides": strides, "num_res_units": 2,
-                                                  "norm": "instance"}},
+                                                  "norm": norm}},
            f"{len(levels)} poolings: an axis pools while within 2x of the finest spacing and >= {MIN_BOTTLENECK} "
-           "voxels remain")
+           f"voxels remain; {norm} normalisation ({batch} patches per step"
+           f"{'' if norm == 'batch' else f', fewer than {MIN_BATCH_NORM}'})")
 
     # 3. intensity
     intensity, why = _intensity(kind, fp)

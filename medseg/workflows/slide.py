@@ -226,7 +226,7 @@ def _write_outputs(run: Any, slide: Slide, found: Any, out: Path, units: str, ob
     """Stream the kept cells of every block into the cell table, the GeoJSON and the summary."""
     import shapely
 
-    from medseg.annotations.geojson import FeatureWriter, feature
+    from medseg.annotations.geojson import FeatureWriter, feature, geometries
     from medseg.annotations.objects import PALETTE
     from medseg.atomic import atomic_path, write_text_atomic
     from medseg.io import save
@@ -256,11 +256,11 @@ def _write_outputs(run: Any, slide: Slide, found: Any, out: Path, units: str, ob
                 s[0] += float(np.nansum(v))
                 s[1] += float(np.nansum(v * v))
             records = values.to_dict("records")
+            shapes = geometries([g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon(  # make_valid's output
+                [p for p in getattr(g, "geoms", [g]) if p.geom_type == "Polygon"]) for g in geoms])
             for k, (fid, label) in enumerate(zip(table.id, table["class"], strict=True)):
                 colour = colours.setdefault(label, PALETTE[len(colours) % len(PALETTE)])
-                polys = geoms[k] if geoms[k].geom_type == "MultiPolygon" else shapely.MultiPolygon(
-                    [p for p in getattr(geoms[k], "geoms", [geoms[k]]) if p.geom_type == "Polygon"])
-                gj.add(feature(polys, fid, object_type, label, colour,
+                gj.add(feature(shapes[k], fid, object_type, label, colour,
                                {m: round(float(x), 4) for m, x in records[k].items() if np.isfinite(x)}))
                 classes[label] = classes.get(label, 0) + 1
             count += len(table)
