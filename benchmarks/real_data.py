@@ -80,8 +80,10 @@ def train(work: Path, task: str, dataset: Path, minutes: float, seed: int, epoch
 
     A finished run already in ``WORK/run`` (``--work`` given again) is kept and only scored again.
     """
+    from medseg.models.store import training_finished
+
     card_path = work / "run" / "model_card.json"
-    if card_path.is_file() and json.loads(card_path.read_text())["training"].get("stopped") != "running":
+    if training_finished(work / "run"):
         return f"(kept the finished run in {work / 'run'})", json.loads(card_path.read_text())
     args = ["train", str(REPO / "configs" / TASKS[task][0]), "--data", str(dataset), "--out", str(work / "run"),
             "--minutes", f"{minutes:g}", "--seed", str(seed), "--device", "cpu"]

@@ -119,6 +119,16 @@ def read_card(model_dir: Path) -> ModelCard:
         raise ModelError("invalid model card: " + format_validation_error(exc, ModelCard), path) from None
 
 
+def training_finished(model_dir: Path) -> bool:
+    """True when ``model_dir`` holds the card of a training run that ended (its ``training.stopped`` says why);
+    an interrupted run's card says ``"running"``."""
+    path = model_dir / CARD_NAME
+    if not path.is_file():
+        return False
+    card = read_json(path, "model card", expect=dict, error=ModelError)
+    return card.get("training", {}).get("stopped", "running") != "running"
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read weights without executing code: safetensors, or a ``weights_only`` torch state dict.
 

@@ -274,9 +274,14 @@ def _augment(kind: str, dims: int, channels: int, symmetry: float, lateral: list
         aug: dict[str, Any] = {"prob": 0.3, "flip_axes": list(range(dims)), "rotate90": dims == 2, "scale_range": 0.1}
         if kind == "rgb" and channels == 3:
             aug.update(intensity_scale=0.0, intensity_shift=0.0, hed_jitter=0.05)
-            return aug, "microscopy has no sides: mirroring along every axis, 90-degree turns, H&E stain jitter"
-        aug.update(intensity_scale=0.2, intensity_shift=0.1, noise_std=0.02)
-        return aug, "microscopy has no sides: mirroring along every axis, 90-degree turns, intensity jitter"
+            why = "microscopy has no sides: mirroring along every axis, 90-degree turns, H&E stain jitter"
+        else:
+            aug.update(intensity_scale=0.2, intensity_shift=0.1, noise_std=0.02)
+            why = "microscopy has no sides: mirroring along every axis, 90-degree turns, intensity jitter"
+        if lateral:
+            aug["flip_axes"] = [a for a in aug["flip_axes"] if a != 0]
+            why += f"; no left-right mirroring: labels {lateral} have sides"
+        return aug, why
     aug = {"prob": 0.3, "rotate_deg": 15.0, "scale_range": 0.3, "intensity_scale": 0.25, "intensity_shift": 0.1,
            "noise_std": 0.02, "gamma": [0.7, 1.5]}
     magnitudes = "nnU-Net's magnitudes otherwise (zoom 0.7-1.3, rotations to 15 degrees, contrast, gamma and noise)"
@@ -414,9 +419,6 @@ def plan_workflow(
         augment["intensity_shift"] = round(CONTRAST_SHIFT_HU / intensity["std_hu"], 3)
         why += (f"; intensity shifts up to {CONTRAST_SHIFT_HU:g} HU ({augment['intensity_shift']:g} foreground std), "
                 "as contrast phases move organ HU")
-    if _lateral(labels) and augment.get("flip_axes"):
-        augment["flip_axes"] = [a for a in augment["flip_axes"] if a != 0]
-        why += f"; no left-right mirroring: labels {_lateral(labels)} have sides"
     if augment.get("rotate90") and len(set(patch.tolist())) > 1:
         augment["rotate90"] = False  # a turned non-square patch would not stack with the others of its batch
         why += f"; no 90-degree turns of the non-square patch {patch.astype(int).tolist()} (mirroring stays)"

@@ -27,7 +27,7 @@ from medseg.config import WorkflowConfig, as_config
 from medseg.errors import ConfigError
 from medseg.models.folds import SUMMARY_NAME, write_manifest
 from medseg.models.model import load_model
-from medseg.models.store import CARD_NAME
+from medseg.models.store import training_finished
 from medseg.train.dataset import case_id, load_cases, read_dataset, training_entries
 from medseg.train.loop import train
 
@@ -40,15 +40,6 @@ def assign_folds(n_cases: int, k: int, seed: int = 0) -> list[int]:
     folds = np.empty(n_cases, int)
     folds[order] = np.arange(n_cases) % k
     return folds.tolist()
-
-
-def _finished(fold_dir: Path) -> bool:
-    """A fold whose training completed (its model card says why it stopped, and not 'running')."""
-    card = fold_dir / CARD_NAME
-    if not card.is_file():
-        return False
-    stopped = json.loads(card.read_text()).get("training", {}).get("stopped", "running")
-    return stopped != "running"
 
 
 def fold_dice(model: Any, cases: list[Any], labels: dict[str, int]) -> list[dict[str, Any]]:
@@ -125,7 +116,7 @@ def cross_validate(
     for fold in range(folds):
         fold_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"fold": fold})})
         fold_dir = out / f"fold_{fold}"
-        if not (resume and _finished(fold_dir)):
+        if not (resume and training_finished(fold_dir)):
             train(fold_cfg, dataset_json, fold_dir, seed=seed, resume=resume and fold_dir.is_dir(), device=device,
                   fold_of=fold_of, **train_options)
         split = read_dataset(dataset_json, fold_cfg, seed=seed, fold_of=fold_of)
