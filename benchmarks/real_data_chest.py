@@ -14,6 +14,8 @@ between the predicted CTR and the CTR of the reference masks (both by
 :mod:`medseg.chest`). Splits rotate the held-out triple through the films in
 name order; with 14 films the fifth split holds out the last two and the first.
 
+With ``--work DIR`` the runs are kept, and a split whose training finished is only segmented and scored again.
+
 Run from the repository root: ``python -m benchmarks.real_data_chest [--splits 5] [--minutes 15] [--record]``.
 """
 
@@ -61,17 +63,19 @@ def run_split(work: Path, held_out: list[str], films: list[str], minutes: float,
     """Train on the films not in ``held_out``, segment ``held_out``; one row of scores per held-out film."""
     import medseg
     from medseg.chest import chest_measurements, on_radiograph_grid
+    from medseg.models.store import training_finished
 
     entries = [{"image": str(DATA / "images" / f"{f}.png"), "label": str(DATA / "labels" / f"{f}.png")}
                for f in films if f not in held_out]
     dataset = work / "dataset.json"
     dataset.write_text(json.dumps({"name": "jsrt", "labels": {"0": "background", **{str(k): v for k, v in NAMES.items()}},
                                    "spacing_mm": [PIXEL_MM, PIXEL_MM], "training": entries}, indent=1))
-    tic = time.monotonic()
-    medseg_command("train", str(CONFIG), "--data", str(dataset), "--out", str(work / "run"),
-                   "--max-minutes", f"{minutes:g}", "--seed", str(seed), "--device", "cpu")
-    train_min = (time.monotonic() - tic) / 60
-    epochs = json.loads((work / "run" / "model_card.json").read_text())["training"]["epochs_run"]
+    reused = training_finished(work / "run")  # a finished run in a kept --work folder is only scored again
+    if not reused:
+        medseg_command("train", str(CONFIG), "--data", str(dataset), "--out", str(work / "run"),
+                       "--max-minutes", f"{minutes:g}", "--seed", str(seed), "--device", "cpu")
+    training = json.loads((work / "run" / "model_card.json").read_text())["training"]
+    train_min, epochs = training["seconds"] / 60, training["epochs_run"]
     medseg_command("ctr", str(work / "run"), *(str(DATA / "images" / f"{f}.png") for f in held_out),
                    "--out", str(work / "ctr.csv"), "--labels-out", str(work / "predicted"), "--device", "cpu")
     predicted_ctr = pd.read_csv(work / "ctr.csv")
@@ -86,7 +90,7 @@ def run_split(work: Path, held_out: list[str], films: list[str], minutes: float,
         rows.append({"film": film_name, "right_lung": dice(pred == 1, ref == 1), "left_lung": dice(pred == 2, ref == 2),
                      "lungs": dice(np.isin(pred, (1, 2)), np.isin(ref, (1, 2))), "heart": dice(pred == 3, ref == 3),
                      "ctr_reference": ctr_ref, "ctr_model": ctr_pred, "ctr_error": abs(ctr_pred - ctr_ref),
-                     "train_min": train_min, "epochs": epochs})
+                     "train_min": train_min, "epochs": epochs, "reused": reused})
     return rows
 
 
@@ -107,14 +111,42 @@ def report(rows: pd.DataFrame, n_splits: int, minutes: float, total_min: float, 
     mean = rows[["lungs", "right_lung", "left_lung", "heart", "ctr_error"]].mean()
     lines.append(f"| **all** | {len(rows)} held-out films | **{mean['lungs']:.4f}** | {mean['right_lung']:.4f} "
                  f"| {mean['left_lung']:.4f} | **{mean['heart']:.4f}** | **{mean['ctr_error']:.4f}** | | |")
+    n_kept = int(rows.groupby("split")["reused"].first().sum())
+    kept = f" ({n_kept} of the {n_splits} models kept from an earlier run of this script, only scored again)" if n_kept else ""
     verdict = [_verdict("lungs", mean["lungs"], ">="), _verdict("heart", mean["heart"], ">="),
                _verdict("CTR error", mean["ctr_error"], "<=")]
     note = (f"{n_splits} splits, each `medseg train configs/xray_chest.yaml --data dataset.json --max-minutes {minutes:g}` "
             "on 11 films (training entries only; medseg's own validation cases come from them) and `medseg ctr` on the 3 "
             "held out; Dice per film on the film's grid against the SCR masks, CTR error against the CTR of those masks "
-            f"(`medseg.chest`). {total_min:.1f} min end to end; 1-minute load average {load[0]:.1f} at the start and "
+            f"(`medseg.chest`). {total_min:.1f} min end to end{kept}; 1-minute load average {load[0]:.1f} at the start and "
             f"{load[1]:.1f} at the end on {os.cpu_count()} cores.")
     return "\n".join(lines) + "\n\n" + "; ".join(verdict) + ".\n\n" + note
+
+
+def _differences(first: dict, other: dict) -> list[str]:
+    """``key`` (or ``key.sub`` within a section) and ``other``'s value, wherever it differs from ``first``."""
+    out = []
+    for key in sorted(first.keys() | other.keys()):
+        a, b = first.get(key), other.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"`{key}.{sub}` {b.get(sub)}" for sub in sorted(a.keys() | b.keys()) if a.get(sub) != b.get(sub)]
+        elif a != b:
+            out.append(f"`{key}` {b}")
+    return out
+
+
+def plans(root: Path, n_splits: int) -> str:
+    """Markdown: the plan of split 1 (``medseg train`` planned it from the task YAML) and where the others differ."""
+    import yaml
+
+    from benchmarks.real_data import plan_table
+
+    planned = [yaml.safe_load((root / f"split{k + 1}" / "run" / "plan.yaml").read_text()) for k in range(n_splits)]
+    lines = [f"Split 1 plan:\n\n{plan_table(root / 'split1')}"]
+    for k, plan in enumerate(planned[1:], start=2):
+        changed = _differences(planned[0], plan)
+        lines.append(f"Split {k}: {'as split 1 but ' + ', '.join(changed) if changed else 'the same plan'}.")
+    return "\n\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += [{"split": k, **row} for row in run_split(work, held_out, films, args.minutes, args.seed)]
             print(f"split {k + 1}: {pd.DataFrame(rows[-3:])[['film', 'lungs', 'heart', 'ctr_error']].to_string(index=False)}",
                   flush=True)
-    text = report(pd.DataFrame(rows), args.splits, args.minutes, (time.monotonic() - tic) / 60,
-                  (load_before, os.getloadavg()[0]))
+        text = report(pd.DataFrame(rows), args.splits, args.minutes, (time.monotonic() - tic) / 60,
+                      (load_before, os.getloadavg()[0])) + "\n\n" + plans(root, args.splits)
     print(text)
     if args.record:
         sys.path.insert(0, str(REPO))

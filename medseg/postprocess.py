@@ -110,7 +110,10 @@ class LabelPostprocess(BaseModel):
         This label forms no objects of its own: its pixels join the objects of
         label ``merge_into`` (a name in a workflow YAML), each pixel the object
         it reaches first through this label's pixels (geodesic flooding from
-        those objects); pixels that reach none become background. A boundary
+        those objects, stepping to neighbours of the target label's
+        connectivity, so an object stays one piece in its label's sense;
+        ties go to the higher-numbered object); pixels that reach none become
+        background. A boundary
         class that keeps touching nuclei apart then ends inside the nucleus it
         outlines. Combines with no other rule.
     """
@@ -499,29 +502,50 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
             np.add(local, np.uint32(next_id - 1), out=instances[box], where=mask, casting="unsafe")
         next_id += int(local.max())
     for value, target in merged.items():
-        _merge_into(semantic, instances, value, target)
+        _merge_into(semantic, instances, value, target,
+                    connectivity_for(cfg.for_label(target).connectivity, labels.ndim, labels.source))
     return _result(labels.with_labels(semantic), labels.with_labels(instances, {}))
 
 
-def _merge_into(semantic: np.ndarray, instances: np.ndarray, value: int, target: int) -> None:
-    """Give the pixels of ``value`` to the ``target`` objects they reach first through ``value`` pixels (full
-    connectivity), in place: in ``semantic`` reached pixels become ``target`` and the rest 0, in ``instances``
-    they take the object's number."""
-    from skimage.segmentation import watershed
+def _merge_into(semantic: np.ndarray, instances: np.ndarray, value: int, target: int, connectivity: int) -> None:
+    """Give the pixels of ``value`` to the ``target`` objects they reach first through ``value`` pixels, in place: in
+    ``semantic`` reached pixels become ``target`` and the rest 0, in ``instances`` they take the object's number.
 
+    Flooding steps to ``connectivity`` neighbours (the target label's own, so every object stays one piece in the
+    sense its label defines); a pixel reached in the same step from two objects joins the higher-numbered one.
+    """
     joining = semantic == value
     if not joining.any():
         return
-    markers = np.where(semantic == target, instances, 0)
-    # scikit-image 0.26 floods nothing from Fortran-ordered markers on a flat image: flood the C-ordered view
-    flip = not markers.flags.c_contiguous
-    markers, mask = (markers.T, (joining | (markers > 0)).T) if flip else (markers, joining | (markers > 0))
-    grown = watershed(np.zeros(markers.shape, np.uint8), markers, connectivity=markers.ndim, mask=mask)
-    grown = grown.T if flip else grown
+    markers = np.where(semantic == target, instances, 0).astype(np.uint32, copy=False)
+    grown = _flood(markers, joining & (markers == 0), connectivity)
     reached = joining & (grown > 0)
     semantic[joining] = 0
     semantic[reached] = target
     instances[joining] = grown[joining]
+
+
+def _flood(markers: np.ndarray, free: np.ndarray, connectivity: int) -> np.ndarray:
+    """``markers`` grown into the ``free`` pixels breadth first (geodesic distance in steps to ``connectivity``
+    neighbours); each step takes the highest neighbouring number. Visits only the front, not the whole grid."""
+    from scipy.ndimage import generate_binary_structure
+
+    grown = np.pad(markers, 1)  # a border that is never free: no step leaves the grid
+    order = "F" if grown.flags.f_contiguous and not grown.flags.c_contiguous else "C"  # np.pad keeps Fortran order
+    open_ = np.asarray(np.pad(free, 1), order=order).ravel(order="K")
+    flat = grown.ravel(order="K")  # views in memory order: element strides give the neighbours
+    rank = CONNECTIVITY[markers.ndim].index(connectivity) + 1
+    steps = np.argwhere(generate_binary_structure(markers.ndim, rank)) - 1
+    steps = steps[steps.any(axis=1)] @ (np.array(grown.strides) // grown.itemsize)
+    front = np.flatnonzero(open_)
+    while front.size:
+        best = flat[front[:, None] + steps].max(axis=1)
+        front, best = front[best > 0], best[best > 0]
+        flat[front] = best
+        open_[front] = False
+        after = (front[:, None] + steps).ravel()
+        front = np.unique(after[open_[after]])
+    return grown[(slice(1, -1),) * markers.ndim]
 
 
 def _result(semantic: Image, instances: Image) -> PostprocessResult:

@@ -16,7 +16,6 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 import medseg
 from medseg.chest import ROW_COLUMNS, chest_measurements
 from medseg.cli import main
-from medseg.config import load_config
 from medseg.errors import LabelError
 from medseg.io.image import Image, LabelMap
 from medseg.segmenters import base as segmenters
@@ -115,10 +114,21 @@ def test_labels_are_found_by_name_and_named_maps_must_name_all_three() -> None:
         chest_measurements(LabelMap(np.zeros((4, 4, 4), np.uint8)))
 
 
-def test_config_keeps_laterality() -> None:
-    cfg = load_config(REPO / "configs" / "xray_chest.yaml")
+def test_shipped_workflow_is_planned_and_keeps_laterality() -> None:
+    """configs/xray_chest.yaml is a task: planned for radiographs, it mirrors and turns nothing (sided labels)."""
+    from medseg.config import validate_config
+    from medseg.plan import plan_workflow, read_workflow
+    from tests.test_plan import FAST_CPU, _fingerprint
+
+    task, complete = read_workflow(REPO / "configs" / "xray_chest.yaml")
+    assert not complete and {"patch_size", "network", "spacing_mm", "train", "augment", "inference"}.isdisjoint(task)
+    rng = np.random.default_rng(3)
+    films = [Image(rng.normal(size=(100, 80)).astype(np.float32), spacing=(0.5, 0.7), modality="DX") for _ in range(2)]
+    cfg = validate_config(plan_workflow(_fingerprint(films, [_chest().array] * 2), task, minutes=5,
+                                        throughput=FAST_CPU).config)
     assert cfg.dims == 2 and cfg.labels == {"background": 0, "right_lung": 1, "left_lung": 2, "heart": 3}
     assert cfg.augment.flip_axes == [] and not cfg.augment.rotate90 and not cfg.inference.tta
+    assert cfg.postprocess["heart"] == {"keep_largest": True, "fill_holes": True}
 
 
 # ---- real radiographs ---------------------------------------------------------------------------

@@ -131,6 +131,19 @@ def test_reference_window_freezes_per_image_statistics() -> None:
     np.testing.assert_allclose(out.std(axis=(1, 2)), 1, atol=1e-4)
 
 
+@pytest.mark.parametrize(("dtype", "low", "high"), [(np.uint8, 0, 256), (np.uint16, 0, 65536), (np.int16, -1000, 3000),
+                                               (np.int32, 10**9, 10**9 + 50), (np.uint8, 7, 8), (np.float32, 0, 1)])
+def test_channel_percentiles_by_counting_equal_numpys(dtype: type, low: int, high: int) -> None:
+    from medseg.pathology.segmenters import channel_percentiles
+
+    rng = np.random.default_rng(1)
+    q = [0, 0.5, 1, 25, 50, 99.5, 100]
+    for n in (1, 2, 5, 12345):
+        values = (rng.uniform(low, high, (n, 3)) if dtype == np.float32 else rng.integers(low, high, (n, 3))).astype(dtype)
+        np.testing.assert_allclose(channel_percentiles(values, q), np.percentile(values.astype(np.float64), q, axis=0),
+                                   rtol=1e-12, atol=1e-9)
+
+
 def test_model_with_reference_uses_the_slide_window_for_every_tile() -> None:
     model = medseg.load_segmenter(REPO / "sample_data" / "models" / "nuclei_2d", device="cpu")
     rng = np.random.default_rng(1)

@@ -173,6 +173,31 @@ def test_plan_and_train_commands_plan_from_a_task_yaml(tmp_path: Path) -> None:
     assert isinstance(refused.exception, ConfigError) and "unknown workflow keys ['label_names']" in str(refused.exception)
 
 
+def test_impossible_folds_or_budget_are_refused_before_the_dataset_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import medseg.plan.fingerprint
+    from medseg.cli import app
+
+    _ct_dataset(tmp_path, 2, (48, 40, 16), (1.0, 1.0, 2.0))
+    task = tmp_path / "task.yaml"
+    task.write_text("name: toy_liver\nmodality: CT\nlabels: {background: 0, liver: 1}\n")
+
+    def not_now(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the dataset was fingerprinted before the refusal")
+
+    monkeypatch.setattr(medseg.plan.fingerprint, "fingerprint_dataset", not_now)
+    common = ["train", str(task), "--data", str(tmp_path / "dataset.json"), "--out", str(tmp_path / "run")]
+    for extra, message in [(["--folds", "3"], "3 folds need at least 3 training cases; the dataset has 2"),
+                           (["--folds", "1"], "at least 2 folds"),
+                           (["--minutes", "0"], "positive number of minutes, got 0")]:
+        refused = CliRunner().invoke(app, [*common, *extra])
+        assert isinstance(refused.exception, ConfigError) and message in str(refused.exception), refused.output
+        assert not (tmp_path / "run").exists()
+
+
 def test_pictures_without_a_pixel_size_are_planned_in_input_pixels() -> None:
     """512 x 512 radiographs of unknown pixel size: coarsened in input pixels (spacing_px) until a patch sees the
     image, and a model trained that way treats every image in pixels."""
@@ -277,7 +302,7 @@ def test_a_budget_too_short_for_one_epoch_is_a_warning_in_the_plan() -> None:
     labels = [np.pad(np.ones((20, 20), np.uint8), 22) for _ in range(2)]
     plan = plan_workflow(_fingerprint(images, labels), minutes=1, device="cpu", throughput=10.0)
     assert any("more than the 1-minute budget" in w for w in plan.warnings)
-    with pytest.raises(ConfigError, match="budget must be positive"):
+    with pytest.raises(ConfigError, match="budget must be a positive number of minutes, got 0"):
         plan_workflow(_fingerprint(images, labels), minutes=0, device="cpu", throughput=10.0)
 
 

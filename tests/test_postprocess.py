@@ -203,6 +203,50 @@ def test_boundary_merges_into_the_interior_it_outlines(shared_data) -> None:
     assert res.semantic.array[0, 11] == 3 and res.n_instances == 2
 
 
+@pytest.mark.parametrize(("ndim", "connectivity"), [(2, 4), (2, 8), (3, 6), (3, 26)])
+def test_merged_pixels_join_the_geodesically_nearest_object_and_keep_it_one_piece(ndim: int, connectivity: int) -> None:
+    """Random interiors in random boundary pixels: each reached boundary pixel takes an object at the fewest steps
+    (of the interior's connectivity) through boundary pixels, unreachable ones become background, every object is
+    one piece of that connectivity."""
+    rng = np.random.default_rng(ndim * 100 + connectivity)
+    shape = (36, 36) if ndim == 2 else (14, 14, 14)
+    structure = ndimage.generate_binary_structure(ndim, {4: 1, 8: 2, 6: 1, 26: 3}[connectivity])
+    for _ in range(5):
+        arr = np.where(rng.random(shape) < 0.55, 2, 0).astype(np.uint8)
+        arr[rng.random(shape) < 0.02] = 1
+        rules = PostprocessConfig.from_label_names(
+            {"interior": {"connectivity": connectivity}, "boundary": {"merge_into": "interior"}},
+            {"background": 0, "interior": 1, "boundary": 2})
+        res = postprocess(Image(arr), rules)
+        inst = res.instances.array
+        seeds, _ = ndimage.label(arr == 1, structure)
+        steps = np.stack([_steps_from(seeds == k, arr > 0, structure) for k in range(1, seeds.max() + 1)])
+        nearest = steps.min(axis=0)
+        reached = (arr == 2) & np.isfinite(nearest)
+        assert np.array_equal(inst > 0, (arr == 1) | reached) and np.array_equal(res.semantic.array > 0, inst > 0)
+        assert np.array_equal(postprocess(Image(np.asfortranarray(arr)), rules).instances.array > 0, inst > 0)
+        owner = seeds[tuple(np.argwhere(seeds > 0).T)]  # interior pixels keep their object
+        assert len(np.unique(inst[seeds > 0])) == len(np.unique(owner))
+        for k in range(1, seeds.max() + 1):
+            obj = inst[seeds == k][0]
+            mine = inst == obj
+            assert ndimage.label(mine, structure)[1] == 1  # one piece
+            assert np.all(steps[k - 1][mine & (arr == 2)] == nearest[mine & (arr == 2)])  # at the fewest steps
+
+
+def _steps_from(start: np.ndarray, allowed: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """Steps (dilations by ``structure`` inside ``allowed``) from ``start`` to every pixel; inf where never reached."""
+    out = np.full(start.shape, np.inf)
+    out[start] = 0
+    front, k = start.copy(), 0
+    while front.any():
+        k += 1
+        grown = ndimage.binary_dilation(front, structure) & allowed & ~np.isfinite(out)
+        out[grown] = k
+        front = grown
+    return out
+
+
 def test_merge_into_is_validated() -> None:
     names = {"background": 0, "interior": 1, "boundary": 2}
     with pytest.raises(ConfigError, match="not a foreground label"):

@@ -28,6 +28,7 @@ from typing import Any, Self
 import numpy as np
 from shapely.geometry import MultiPolygon, Polygon
 
+from medseg._gc import collector_paused
 from medseg.annotations.objects import AnnotatedImage, AnnotatedObject, Drawing, ring
 from medseg.atomic import atomic_path, write_text_atomic
 from medseg.errors import AnnotationError
@@ -125,14 +126,13 @@ def geometries(polygons: Sequence[MultiPolygon]) -> list[dict[str, Any]]:
     array[:] = list(polygons)
     oriented = shapely.orient_polygons(array, exterior_cw=False)
     _, coords, (ring_end, part_end, multi_end) = shapely.to_ragged_array(oriented)
-    points = (coords.astype(np.int64) if np.array_equal(coords, np.round(coords)) else np.round(coords, 4)).tolist()
-    rings = [points[a:b] for a, b in zip(ring_end[:-1].tolist(), ring_end[1:].tolist(), strict=True)]
-    parts = [rings[a:b] for a, b in zip(part_end[:-1].tolist(), part_end[1:].tolist(), strict=True)]
-    out = []
-    for a, b in zip(multi_end[:-1].tolist(), multi_end[1:].tolist(), strict=True):
-        out.append({"type": "Polygon", "coordinates": parts[a]} if b - a == 1 else
-                   {"type": "MultiPolygon", "coordinates": parts[a:b]})
-    return out
+    with collector_paused():  # a list per vertex
+        points = (coords.astype(np.int64) if np.array_equal(coords, np.round(coords)) else np.round(coords, 4)).tolist()
+        rings = [points[a:b] for a, b in zip(ring_end[:-1].tolist(), ring_end[1:].tolist(), strict=True)]
+        parts = [rings[a:b] for a, b in zip(part_end[:-1].tolist(), part_end[1:].tolist(), strict=True)]
+        return [{"type": "Polygon", "coordinates": parts[a]} if b - a == 1 else
+                {"type": "MultiPolygon", "coordinates": parts[a:b]}
+                for a, b in zip(multi_end[:-1].tolist(), multi_end[1:].tolist(), strict=True)]
 
 
 def feature(

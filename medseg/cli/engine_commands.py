@@ -46,6 +46,10 @@ def train(
     source = workflow or config
     task, complete = read_workflow(source) if source is not None else ({}, False)
     recipe: object = config
+    if folds is not None:
+        from medseg.train.crossval import check_folds
+
+        check_folds(folds, data)  # before planning, which reads every case
     if workflow is not None or not complete:
         plan = _plan_and_show(data, task, max_minutes, device)
         out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +101,7 @@ def _plan_and_show(data: Path, task: dict, minutes: float | None, device: str): 
     from medseg.plan import plan_dataset
     from medseg.preprocess import resolve_device
 
-    budget = minutes or (task.get("train") or {}).get("max_minutes") or 10.0
+    budget = minutes if minutes is not None else (task.get("train") or {}).get("max_minutes") or 10.0
     target = resolve_device(device).type
     result = plan_dataset(data, task, minutes=float(budget), device=target)
     table = Table("setting", "value", "set by", "reason", title=f"plan for {data} ({budget:g} min, {target})")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -126,6 +126,27 @@ class OtsuNucleiSegmenter:
         return OtsuNucleiSegmenter(self._cut(h[mask] if mask is not None and mask.any() else h), self.stains)
 
 
+def channel_percentiles(values: np.ndarray, q: Sequence[float]) -> np.ndarray:
+    """``np.percentile(values, q, axis=0)`` (linear interpolation) of ``(pixels, channels)`` values, shape
+    ``(len(q), channels)``; integer values of a span up to 2^20 are counted instead of partitioned (exact, one pass:
+    an 8- or 16-bit overview of millions of pixels in milliseconds)."""
+    if not values.size or values.dtype.kind not in "ui":
+        return np.percentile(values.astype(np.float64, copy=False), q, axis=0)
+    low, high = int(values.min()), int(values.max())
+    if high - low >= 1 << 20:
+        return np.percentile(values.astype(np.float64), q, axis=0)
+    offset = 0 if low >= 0 and high < 1 << 20 else low  # bincount counts non-negative values from 0
+    rank = np.asarray(q, np.float64) / 100.0 * (len(values) - 1)  # positions in the sorted values
+    below = np.floor(rank).astype(np.int64)
+    wanted = np.concatenate([below, np.minimum(below + 1, len(values) - 1)])
+    out = np.empty((len(rank), values.shape[1]))
+    for c in range(values.shape[1]):
+        channel = values[:, c] if offset == 0 else values[:, c].astype(np.int64) - offset
+        at = np.searchsorted(np.cumsum(np.bincount(channel)), wanted, side="right") + offset
+        out[:, c] = at[: len(rank)] + (rank - below) * (at[len(rank):] - at[: len(rank)])
+    return out
+
+
 def reference_window(preset: Any, reference: Image, mask: np.ndarray | None = None) -> Any:
     """A per-image intensity preset frozen at ``reference``'s statistics (a ``window`` preset), or None when fixed.
 
@@ -134,15 +155,15 @@ def reference_window(preset: Any, reference: Image, mask: np.ndarray | None = No
     """
     from medseg.config import PercentileIntensity, RGBIntensity, WindowIntensity
 
-    arr = reference.array.reshape(-1, reference.n_channels).astype(np.float64)
+    arr = reference.array.reshape(-1, reference.n_channels)
     if mask is not None and mask.any():
         arr = arr[np.asarray(mask).reshape(-1)]
     if isinstance(preset, PercentileIntensity):
-        lo, hi = np.percentile(arr, preset.percentiles, axis=0)
+        lo, hi = channel_percentiles(arr, preset.percentiles)
         hi = np.maximum(hi, lo + 1e-6)
         return WindowIntensity(preset="window", low=lo.tolist(), high=hi.tolist(), clip=True)
     if isinstance(preset, RGBIntensity):
-        mean, std = arr.mean(axis=0), np.maximum(arr.std(axis=0), 1e-8)
+        mean, std = arr.mean(axis=0, dtype=np.float64), np.maximum(arr.std(axis=0, dtype=np.float64), 1e-8)
         return WindowIntensity(preset="window", low=mean.tolist(), high=(mean + std).tolist(), clip=False)
     return None
 

@@ -295,6 +295,11 @@ def _augment(kind: str, dims: int, channels: int, symmetry: float, lateral: list
                  f"{MIN_MIRROR_DICE:g}); {magnitudes}")
 
 
+def _check_budget(minutes: float) -> None:
+    if not minutes > 0:
+        raise ConfigError(f"the training budget must be a positive number of minutes, got {minutes:g}", "--minutes")
+
+
 def plan_workflow(
     fp: DatasetFingerprint,
     workflow: Mapping[str, Any] | None = None,
@@ -327,8 +332,7 @@ def plan_workflow(
     workflow = dict(workflow or {})
     dims, channels = fp.dims, fp.channels
     plan = Plan(config={})
-    if minutes <= 0:
-        raise ConfigError(f"the training budget must be positive, got {minutes} minutes")
+    _check_budget(minutes)
 
     def decide(key: str, value: Any, reason: str) -> None:
         plan.config[key] = value
@@ -510,6 +514,7 @@ def plan_dataset(
     """:func:`~medseg.plan.fingerprint.fingerprint_dataset` then :func:`plan_workflow`."""
     from medseg.plan.fingerprint import fingerprint_dataset
 
+    _check_budget(minutes)  # before the fingerprint, which reads every case
     workflow = dict(workflow or {})
     fp = fingerprint_dataset(dataset_json, label_source=workflow.get("label_source", "semantic"),
                              labels=workflow.get("labels"))

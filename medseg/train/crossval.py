@@ -59,6 +59,24 @@ def fold_dice(model: Any, cases: list[Any], labels: dict[str, int]) -> list[dict
     return rows
 
 
+def check_folds(folds: int, dataset_json: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
+    """The training entries of ``dataset_json``, after checking they make ``folds`` cross-validation folds.
+
+    Raises
+    ------
+    medseg.errors.ConfigError
+        Fewer than 2 folds, or more folds than training cases (naming the cases there are).
+    """
+    entries, _ = training_entries(dataset_json)
+    if folds < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}", "--folds")
+    if folds > len(entries):
+        ids = ", ".join(case_id(image) for image, _ in entries)
+        raise ConfigError(f"{folds} folds need at least {folds} training cases; the dataset has {len(entries)} "
+                          f"({ids})", dataset_json)
+    return entries
+
+
 def summarize_folds(per_case: list[dict[str, Any]], labels: dict[str, int]) -> dict[str, Any]:
     """Mean Dice per label over the cases that define it, and the mean over labels (``foreground_mean``)."""
     mean = {}
@@ -102,13 +120,7 @@ def cross_validate(
         Fewer than 2 folds, or more folds than training cases (naming how many there are).
     """
     cfg = as_config(config)
-    entries, _ = training_entries(dataset_json)
-    if folds < 2:
-        raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}", "--folds")
-    if folds > len(entries):
-        ids = ", ".join(case_id(image) for image, _ in entries)
-        raise ConfigError(f"{folds} folds need at least {folds} training cases; the dataset has {len(entries)} "
-                          f"({ids})", dataset_json)
+    entries = check_folds(folds, dataset_json)
     fold_of = assign_folds(len(entries), folds, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

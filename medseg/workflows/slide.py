@@ -226,6 +226,7 @@ def _write_outputs(run: Any, slide: Slide, found: Any, out: Path, units: str, ob
     """Stream the kept cells of every block into the cell table, the GeoJSON and the summary."""
     import shapely
 
+    from medseg._gc import collector_paused
     from medseg.annotations.geojson import FeatureWriter, feature, geometries
     from medseg.annotations.objects import PALETTE
     from medseg.atomic import atomic_path, write_text_atomic
@@ -255,14 +256,15 @@ def _write_outputs(run: Any, slide: Slide, found: Any, out: Path, units: str, ob
                 s = sums.setdefault(col, [0.0, 0.0])
                 s[0] += float(np.nansum(v))
                 s[1] += float(np.nansum(v * v))
-            records = values.to_dict("records")
             shapes = geometries([g if g.geom_type == "MultiPolygon" else shapely.MultiPolygon(  # make_valid's output
                 [p for p in getattr(g, "geoms", [g]) if p.geom_type == "Polygon"]) for g in geoms])
-            for k, (fid, label) in enumerate(zip(table.id, table["class"], strict=True)):
-                colour = colours.setdefault(label, PALETTE[len(colours) % len(PALETTE)])
-                gj.add(feature(shapes[k], fid, object_type, label, colour,
-                               {m: round(float(x), 4) for m, x in records[k].items() if np.isfinite(x)}))
-                classes[label] = classes.get(label, 0) + 1
+            with collector_paused():  # a dict per cell
+                records = values.astype(float).round(4).to_dict("records")
+                for k, (fid, label) in enumerate(zip(table.id, table["class"], strict=True)):
+                    colour = colours.setdefault(label, PALETTE[len(colours) % len(PALETTE)])
+                    gj.add(feature(shapes[k], fid, object_type, label, colour,
+                                   {m: x for m, x in records[k].items() if math.isfinite(x)}))
+                    classes[label] = classes.get(label, 0) + 1
             count += len(table)
     tissue_mm2 = found.area_mm2
     save(Image(found.mask.astype(np.uint8) * 255, spacing_known=False), paths["tissue"])
