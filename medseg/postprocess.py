@@ -517,7 +517,7 @@ def _merge_into(semantic: np.ndarray, instances: np.ndarray, value: int, target:
     joining = semantic == value
     if not joining.any():
         return
-    markers = np.where(semantic == target, instances, 0).astype(np.uint32, copy=False)
+    markers = np.where(semantic == target, instances, 0)
     grown = _flood(markers, joining & (markers == 0), connectivity)
     reached = joining & (grown > 0)
     semantic[joining] = 0

@@ -130,11 +130,10 @@ def channel_percentiles(values: np.ndarray, q: Sequence[float]) -> np.ndarray:
     """``np.percentile(values, q, axis=0)`` (linear interpolation) of ``(pixels, channels)`` values, shape
     ``(len(q), channels)``; integer values of a span up to 2^20 are counted instead of partitioned (exact, one pass:
     an 8- or 16-bit overview of millions of pixels in milliseconds)."""
-    if not values.size or values.dtype.kind not in "ui":
-        return np.percentile(values.astype(np.float64, copy=False), q, axis=0)
-    low, high = int(values.min()), int(values.max())
+    counted = values.size and values.dtype.kind in "ui"
+    low, high = (int(values.min()), int(values.max())) if counted else (0, 1 << 20)
     if high - low >= 1 << 20:
-        return np.percentile(values.astype(np.float64), q, axis=0)
+        return np.percentile(values.astype(np.float64, copy=False), q, axis=0)
     offset = 0 if low >= 0 and high < 1 << 20 else low  # bincount counts non-negative values from 0
     rank = np.asarray(q, np.float64) / 100.0 * (len(values) - 1)  # positions in the sorted values
     below = np.floor(rank).astype(np.int64)
