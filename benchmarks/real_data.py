@@ -35,9 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -61,13 +59,6 @@ def medseg_command(*args: str) -> str:
     if proc.returncode != 0:
         raise SystemExit(f"medseg {' '.join(args)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
     return proc.stdout + proc.stderr
-
-
-def crop(image: Any, start: tuple[int, ...], stop: tuple[int, ...]) -> Any:
-    """The box ``[start, stop)`` of a medseg Image, at its true world position."""
-    box = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
-    origin = tuple(float(v) for v in image.index_to_world(np.asarray(start, dtype=float)))
-    return replace(image.with_array(np.ascontiguousarray(image.array[box])), origin=origin)
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -113,11 +104,11 @@ def nuclei(work: Path, minutes: float, seed: int, epochs: int | None = None) -> 
     image = medseg.load(DATA / "cells_fluo" / "nuclei.tif")
     labels = medseg.load(DATA / "cells_fluo" / "nuclei_labels.tif")
     nx, ny = image.shape  # axis 0 runs along image columns: the left half is [0, nx/2)
-    left = [medseg.save(crop(im, (0, 0), (nx // 2, ny)), work / f"left_{name}.tif")
+    left = [medseg.save(im.crop((0, 0), (nx // 2, ny)), work / f"left_{name}.tif")
             for im, name in ((image, "image"), (labels, "labels"))]
     inputs = work / "right_half"
-    medseg.save(crop(image, (nx // 2, 0), (nx, ny)), inputs / "right.tif")
-    reference = crop(labels, (nx // 2, 0), (nx, ny)).array
+    medseg.save(image.crop((nx // 2, 0), (nx, ny)), inputs / "right.tif")
+    reference = labels.crop((nx // 2, 0), (nx, ny)).array
     dataset = work / "dataset.json"
     dataset.write_text(json.dumps({"name": "nuclei_left_half", "training": [{"image": str(left[0]),
                                                                              "label": str(left[1])}]}))

@@ -123,14 +123,13 @@ def xray_rows() -> list[Row]:
 
 
 def nuclei_rows() -> list[Row]:
-    from benchmarks.real_data import crop
     from medseg.metrics import match_instances
 
     image = medseg.load(DATA / "cells_fluo" / "nuclei.tif")
     labels = medseg.load(DATA / "cells_fluo" / "nuclei_labels.tif")
     nx, ny = image.shape
     rows: list[Row] = []
-    for part, (img, ref) in (("right half (the U-Net's test half)", (crop(image, (nx // 2, 0), (nx, ny)), crop(labels, (nx // 2, 0), (nx, ny)))),
+    for part, (img, ref) in (("right half (the U-Net's test half)", (image.crop((nx // 2, 0), (nx, ny)), labels.crop((nx // 2, 0), (nx, ny)))),
                              ("whole image", (image, labels))):
         objects, _ = run("classical:fluo_nuclei", img)
         match = match_instances(objects, ref.array)

@@ -27,6 +27,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -117,6 +118,163 @@ def sliding_window_probabilities(
         return total if runs == 1 else total.div_(runs)
 
 
+# ---- the whole image's sliding windows, for one part of it ----------------------------------------------------
+
+
+def window_starts(size: int, roi: int, step: int, mirrored: bool = False) -> list[int]:
+    """Starts (px) of MONAI's sliding windows along an axis of ``size`` px (``roi`` wide, every ``step`` px, the
+    last one flush with the end); ``mirrored``: those of the flipped axis (test-time mirroring), unflipped."""
+    if size <= roi:
+        return [0]
+    starts = [min(i * step, size - roi) for i in range(math.ceil((size - roi) / step) + 1)]
+    return [size - roi - s for s in starts] if mirrored else starts
+
+
+def window_step(config: WorkflowConfig, roi: int, size: int | None = None) -> int:
+    """The sliding window's step (px) along an axis of ``size`` px, as MONAI derives it from the overlap (one
+    window, so no step, where the window spans the axis)."""
+    return roi if roi == size else max(1, int(roi * (1 - config.inference.overlap)))
+
+
+@dataclass
+class WindowCache:
+    """Network outputs (logits, float32) of the sliding windows of one whole image, kept for the parts (tiles)
+    that share them, up to ``max_bytes``; what does not fit is computed again when needed."""
+
+    max_bytes: int = 512 << 20
+    entries: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    nbytes: int = 0
+    computed: int = 0
+    reused: int = 0
+
+    def keep(self, key: tuple, logits: torch.Tensor) -> None:
+        """Store ``logits`` under ``key`` if they fit."""
+        size = logits.element_size() * logits.nelement()
+        if key not in self.entries and self.nbytes + size <= self.max_bytes:
+            self.entries[key] = logits
+            self.nbytes += size
+
+    def drop(self, key: tuple) -> None:
+        """Forget ``key``'s logits (no part still to come needs them)."""
+        logits = self.entries.pop(key, None)
+        if logits is not None:
+            self.nbytes -= logits.element_size() * logits.nelement()
+
+
+Box = tuple[tuple[int, int], ...]  # (start, end) px per spatial axis, end exclusive
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """A piece of a larger image, predicted with the *whole* image's sliding windows.
+
+    The piece must hold every window (of every mirrored window grid in use) that overlaps ``region``
+    (:func:`part_extent`); then the probabilities over ``region`` equal those of predicting the whole image.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The whole image's spatial shape, px (on the model grid: the part path needs no resampling), longer than
+        the sliding window along every axis.
+    origin : tuple of int
+        The piece's first pixel in the whole image.
+    region : Box
+        The pixels to predict, whole-image px.
+    cache : WindowCache, optional
+        Window outputs shared between parts.
+    needed_later : callable, optional
+        Whether a part still to come overlaps a window's box (whole-image px): windows that none does leave the
+        cache after this part.
+    """
+
+    shape: tuple[int, ...]
+    origin: tuple[int, ...]
+    region: Box
+    cache: WindowCache | None = None
+    needed_later: Callable[[Box], bool] | None = None
+
+
+def part_windows(size: int, roi: int, step: int, lo: int, hi: int, mirrored: bool) -> list[int]:
+    """Starts of the windows along one axis (of the forward or mirrored grid) that overlap ``[lo, hi)``."""
+    return [s for s in window_starts(size, roi, step, mirrored) if s < hi and s + roi > lo]
+
+
+def part_extent(
+    shape: Sequence[int], roi: Sequence[int], step: Sequence[int], region: Box, mirrored: Sequence[bool]
+) -> Box:
+    """The piece of a ``shape`` image to read so that :func:`part_probabilities` can predict ``region``: every
+    window (``roi`` every ``step`` px per axis) overlapping it, of the forward grid and, along the axes
+    ``mirrored`` by test-time augmentation, of the mirrored one."""
+    out = []
+    for size, r, s, (lo, hi), m in zip(shape, roi, step, region, mirrored, strict=True):
+        starts = [start for flip in {False, bool(m)} for start in part_windows(size, r, s, lo, hi, flip)]
+        out.append((min(starts), min(size, max(starts) + r)))
+    return tuple(out)
+
+
+def part_probabilities(
+    network: torch.nn.Module | Sequence[torch.nn.Module],
+    x: torch.Tensor,
+    config: WorkflowConfig,
+    part: ImagePart,
+    *,
+    mirror_axes: list[int] | None = None,
+    amp: bool = True,
+) -> torch.Tensor:
+    """Class probabilities ``(1, n_labels, *region)`` of ``part.region``, as :func:`sliding_window_probabilities`
+    of the whole image gives them there (the same windows, Gaussian blending, mirrorings and networks).
+
+    ``x`` is the preprocessed piece ``(1, channels, *piece)`` at ``part.origin``. Windows found in
+    ``part.cache`` are not run again.
+    """
+    from monai.data.utils import compute_importance_map
+
+    inf = config.inference
+    x = x.as_tensor() if isinstance(x, MetaTensor) else x
+    networks = list(network) if isinstance(network, Sequence) else [network]
+    roi = window_size(config, part.shape)
+    steps = [window_step(config, r, n) for n, r in zip(part.shape, roi, strict=True)]
+    weight = compute_importance_map(tuple(roi), mode=inf.blend, sigma_scale=0.125, device=x.device)
+    region_shape = [hi - lo for lo, hi in part.region]
+    cache = part.cache if part.cache is not None else WindowCache(max_bytes=0)
+    total = torch.zeros((1, config.n_labels, *region_shape), device=x.device)
+    flips = mirror_axes_sets(mirror_axes or [])
+    with torch.inference_mode(), _autocast(x.device, amp and config.amp):
+        for (k, net), flip in itertools.product(enumerate(networks), flips):
+            axes = [part_windows(n, r, s, lo, hi, a in flip)
+                    for a, (n, r, s, (lo, hi)) in enumerate(zip(part.shape, roi, steps, part.region, strict=True))]
+            windows = [(k, flip, starts) for starts in itertools.product(*axes)]
+            logits = {w: cache.entries[w] for w in windows if w in cache.entries}
+            cache.reused += len(logits)
+            todo = [w for w in windows if w not in logits]
+            dims = [a + 2 for a in flip]
+            for i in range(0, len(todo), inf.sw_batch_size):
+                batch = todo[i: i + inf.sw_batch_size]
+                patches = torch.stack([x[(0, slice(None), *(slice(s - o, s - o + r) for s, o, r in
+                                                         zip(w[2], part.origin, roi, strict=True)))] for w in batch])
+                out = net(torch.flip(patches, dims) if dims else patches).float()
+                out = torch.flip(out, dims) if dims else out
+                logits.update(zip(batch, out, strict=True))
+            cache.computed += len(todo)
+            blended = torch.zeros((config.n_labels, *region_shape), device=x.device)
+            weights = torch.zeros(region_shape, device=x.device)
+            for w in windows:
+                inside = tuple(slice(max(s, lo) - s, min(s + r, hi) - s) for s, r, (lo, hi) in
+                               zip(w[2], roi, part.region, strict=True))
+                there = tuple(slice(max(s, lo) - lo, min(s + r, hi) - lo) for s, r, (lo, hi) in
+                              zip(w[2], roi, part.region, strict=True))
+                blended[(slice(None), *there)].addcmul_(weight[inside], logits[w][(slice(None), *inside)])
+                weights[there] += weight[inside]
+                box = tuple((s, s + r) for s, r in zip(w[2], roi, strict=True))
+                if part.needed_later is not None and part.needed_later(box):
+                    cache.keep(w, logits[w])
+                else:
+                    cache.drop(w)
+            total[0] += torch.softmax(blended / weights, dim=0)
+    runs = len(networks) * len(flips)
+    return total if runs == 1 else total.div_(runs)
+
+
 def window_size(config: WorkflowConfig, shape: tuple[int, ...]) -> list[int]:
     """The sliding window: the patch, except along axes where the image is smaller, where it is the image's size
     rounded up to what the network divides (so a 14-slice scan is not padded to a 32-slice patch the network
@@ -152,6 +310,7 @@ def predict(
     *,
     device: torch.device,
     tta: bool | None = None,
+    part: ImagePart | None = None,
 ) -> Prediction:
     """Segment ``image`` with ``network``; labels and probabilities on ``image``'s exact grid.
 
@@ -168,11 +327,17 @@ def predict(
         Where preprocessing and inference run.
     tta : bool, optional
         Mirroring test-time augmentation; ``None`` uses ``config.inference.tta``.
+    part : ImagePart, optional
+        ``image`` is a piece of a larger image (a tile's window, :func:`part_extent`) and the labels of
+        ``part.region`` are wanted, as segmenting the whole image gives them (:func:`part_probabilities`);
+        the result is on the region's grid. Only for models that do not resample or reorient.
     """
     use_tta = config.inference.tta if tta is None else tta
     mirror = config.augment.flip_axes if use_tta else []
     prep = Preprocessor(config)
     x = prep(image, device)
+    if part is not None:
+        return _predict_part(network, config, image, x, part, mirror)
     probs = sliding_window_probabilities(network, x[None], config, mirror_axes=mirror)[0]
     scores = object_first_scores(probs) if config.label_source == "instances" else probs
     labels = prep.invert_labels(scores, like=x).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
@@ -186,3 +351,31 @@ def predict(
 
     names = {i: n for n, i in config.labels.items() if i}
     return Prediction(labels=image.with_labels(labels, names, meta=meta), probabilities=native_probabilities)
+
+
+def _predict_part(
+    network: torch.nn.Module | Sequence[torch.nn.Module],
+    config: WorkflowConfig,
+    image: Image,
+    x: MetaTensor,
+    part: ImagePart,
+    mirror: list[int],
+) -> Prediction:
+    """:func:`predict` of ``part.region`` of the whole image, from ``image``, the piece at ``part.origin``."""
+    from medseg.preprocess import first_argmax
+
+    if tuple(x.shape[1:]) != image.shape:
+        raise ValueError(f"model {config.name!r} resamples its input: a part cannot be predicted on its own")
+    probs = part_probabilities(network, x[None], config, part, mirror_axes=mirror)[0]
+    scores = object_first_scores(probs) if config.label_source == "instances" else probs
+    labels = first_argmax(scores).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
+    region = image.crop([lo - o for (lo, _), o in zip(part.region, part.origin, strict=True)],
+                        [hi - o for (_, hi), o in zip(part.region, part.origin, strict=True)])
+    meta = {**image.meta, "label_names": dict(config.labels), "segmentation_model": config.name}
+
+    def region_probabilities() -> Image:
+        return region.with_array(np.moveaxis(probs.float().cpu().numpy(), 0, -1), intensity_unit="", meta=meta,
+                                 channel_axis=True)
+
+    names = {i: n for n, i in config.labels.items() if i}
+    return Prediction(labels=region.with_labels(labels, names, meta=meta), probabilities=region_probabilities)

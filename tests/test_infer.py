@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -327,3 +328,56 @@ def test_segment_command_applies_the_workflow_rules_unless_told_not_to(sample_da
     np.testing.assert_array_equal(raw, direct.array)
     np.testing.assert_array_equal(cleaned, postprocess(direct, postprocess_rules(model)).semantic.array)
     assert model.postprocess and (cleaned != raw).any()  # the committed model's rules change its map here
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_parts_predicted_with_the_whole_images_windows_equal_the_whole_image_and_run_each_window_once(
+    blend: str,
+) -> None:
+    """Tiles of a 2D image, each predicted from the image-wide sliding windows (mirrored grids and a two-network
+    ensemble included), give the whole image's probabilities; with a shared cache every window runs once."""
+    from medseg.infer import (
+        ImagePart,
+        WindowCache,
+        part_extent,
+        part_probabilities,
+        sliding_window_probabilities,
+        window_starts,
+        window_step,
+    )
+
+    config = validate_config({"name": "t", "dims": 2, "labels": {"background": 0, "a": 1, "b": 2}, "patch_size": [32, 48],
+                              "intensity": {"preset": "zscore"}, "network": {"name": "UNet", "params": {"channels": [4, 8], "strides": [2]}},
+                              "augment": {"flip_axes": [0, 1]}, "inference": {"overlap": 0.3, "blend": blend,
+                                                                             "sw_batch_size": 3}})
+    torch.manual_seed(0)
+    nets = [build_network(config).eval() for _ in range(2)]
+    shape = (101, 130)
+    x = torch.randn(1, 1, *shape)
+    whole = sliding_window_probabilities(nets, x, config, mirror_axes=[0, 1])
+    steps = [window_step(config, r, n) for r, n in zip((32, 48), shape, strict=True)]
+    assert steps == [22, 33]
+    assert window_starts(101, 32, 22) == [0, 22, 44, 66, 69]
+    assert window_starts(101, 32, 22, mirrored=True) == [69, 47, 25, 3, 0]
+    cache = WindowCache()
+    cuts = ([0, 40, 77, 101], [0, 64, 130])
+    regions = [((x0, x1), (y0, y1))
+               for x0, x1 in itertools.pairwise(cuts[0]) for y0, y1 in itertools.pairwise(cuts[1])]
+    todo = list(regions)
+    for region in regions:
+        todo.remove(region)
+        (rx0, rx1), (ry0, ry1) = part_extent(shape, (32, 48), steps, region, (True, True))
+
+        def later(box, rest=tuple(todo)):  # any region still to come overlaps the window
+            return any(lo < b1 and b0 < hi and lo2 < c1 and c0 < hi2
+                       for ((lo, hi), (lo2, hi2)) in rest for (b0, b1), (c0, c1) in [box])
+
+        part = ImagePart(shape, (rx0, ry0), region, cache, later)
+        got = part_probabilities(nets, x[..., rx0:rx1, ry0:ry1], config, part, mirror_axes=[0, 1])
+        (x0, x1), (y0, y1) = region
+        assert torch.allclose(got, whole[..., x0:x1, y0:y1], atol=1e-5), region
+    n_windows = sum(len(window_starts(101, 32, 22, m)) * len(window_starts(130, 48, 33, n))
+                    for m in (False, True) for n in (False, True))
+    assert cache.computed == 2 * n_windows and cache.reused > 0
+    assert not cache.entries and cache.nbytes == 0  # nothing kept once the last part is done
+

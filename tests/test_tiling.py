@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -20,29 +21,37 @@ from medseg.io.pyramid import save_pyramid
 from medseg.io.slide import open_slide
 from medseg.metrics import match_instances
 from medseg.pathology.segmenters import OtsuNucleiSegmenter
-from medseg.pathology.tiling import TileGrid, plan_tiles, resolve_seams, sliding_window
+from medseg.pathology.tiling import SlidingWindow, TileGrid, plan_tiles, resolve_seams, sliding_window
 from medseg.workflows.slide import segment_slide
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_cores_partition_the_image_and_windows_follow_the_image_wide_sliding_window_grid() -> None:
-    grid = plan_tiles((1000, 700), tile=256, margin=64, window=((128, 128), (96, 96)))
+def test_cores_partition_the_image_and_tiles_read_whole_windows_of_the_image_wide_grids() -> None:
+    forward = plan_tiles((1000, 700), tile=256, margin=64, window=SlidingWindow((128, 128), (96, 96), (False, False)))
+    mirrored = plan_tiles((1000, 700), tile=256, margin=64, window=SlidingWindow((128, 128), (96, 96), (True, False)))
     covered = np.zeros((1000, 700), int)
-    for r in range(grid.n_rows):
-        for c in range(grid.n_cols):
-            x0, y0, x1, y1 = grid.core(c, r)
+    for r in range(forward.n_rows):
+        for c in range(forward.n_cols):
+            x0, y0, x1, y1 = forward.core(c, r)
             covered[x0:x1, y0:y1] += 1
-            wx0, wy0, wx1, wy1 = grid.window(c, r)
-            assert wx0 <= max(x0 - 64, 0) and wx1 >= min(x1 + 64, 1000)
-            for lo, hi, size in ((wx0, wx1, 1000), (wy0, wy1, 700)):
+            assert forward.window(c, r) == (max(x0 - 64, 0), max(y0 - 64, 0), min(x1 + 64, 1000), min(y1 + 64, 700))
+            wx0, wy0, wx1, wy1 = forward.window(c, r)
+            rx0, ry0, rx1, ry1 = forward.read_window(c, r)
+            assert rx0 <= wx0 and ry0 <= wy0 and rx1 >= wx1 and ry1 >= wy1
+            for lo, hi, size in ((rx0, rx1, 1000), (ry0, ry1, 700)):  # forward windows start at multiples of 96
                 assert lo % 96 == 0 and (hi == size or (hi - lo - 128) % 96 == 0)
+            mx0, my0, mx1, my1 = mirrored.read_window(c, r)  # the mirrored grid along x ends at the image's end
+            assert mx0 <= rx0 and mx1 >= rx1 and (my0, my1) == (ry0, ry1)
+            assert (c, r) in forward.tiles_touching(((wx0, wx0 + 1), (wy0, wy0 + 1)))
+            assert (c, r) not in forward.tiles_touching(((wx1, wx1 + 5), (wy0, wy1)))
     assert (covered == 1).all()
-    assert grid.tile_of(np.array([255.9, 256.0]), np.array([0.0, 699.0])).tolist() == [0, 2 * grid.n_cols + 1]
+    assert forward.tile_of(np.array([255.9, 256.0]), np.array([0.0, 699.0])).tolist() == [0, 2 * forward.n_cols + 1]
+    assert plan_tiles((100, 700), tile=256, margin=64, window=SlidingWindow((128, 128), (96, 96), (False, False))).roi is None
     derived = plan_tiles((50000, 40000), patch_px=128, max_object_px=40)
     assert derived.margin == 80 and derived.tile == 2048 - 160
     model = medseg.load_segmenter(REPO / "sample_data" / "models" / "nuclei_2d", device="cpu")
-    assert sliding_window(model) == ((128, 128), (96, 96))
+    assert sliding_window(model) == SlidingWindow((128, 128), (96, 96), (False, False))
     assert sliding_window(OtsuNucleiSegmenter()) is None
 
 
@@ -72,17 +81,22 @@ def fluo(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("tta", [False, True])
 def test_fluorescence_mosaic_tiled_equals_untiled_without_split_or_duplicate_nuclei(
-    tmp_path: Path, fluo: tuple[np.ndarray, np.ndarray]
+    tmp_path: Path, fluo: tuple[np.ndarray, np.ndarray], tta: bool
 ) -> None:
     big, reference = mosaic(fluo[0], 2, fluo[1])
     image = Image(big, spacing=(0.0005, 0.0005), modality="SM")
     path = save_pyramid(image, tmp_path / "mosaic.tif")
-    model = medseg.load_segmenter(REPO / "sample_data" / "models" / "nuclei_2d", device="cpu")
+    model = copy.copy(medseg.load_segmenter(REPO / "sample_data" / "models" / "nuclei_2d", device="cpu"))
+    model.config = model.config.model_copy(update={"inference": model.config.inference.model_copy(update={"tta": tta})})
     result = segment_slide(model, path, tmp_path / "out", tile=256, overlap=64, tissue=False, label_tiff=True)
     tiled = open_slide(result.outputs["labels"]).read_region((0, 0), (512, 512)).array
     report = seam_report(tiled, untiled_instances(model, image), reference, 256)
-    assert report["f1"] >= 0.99 and report["split_by_tiling"] == 0 and report["duplicates"] == 0, report
+    assert report["f1"] == 1.0 and report["split_by_tiling"] == 0 and report["duplicates"] == 0, report
+    # the image-wide grid: 5 x 5 windows of 128 px every 96 px, once per mirroring (4 with TTA); each runs once
+    assert result.summary["sliding_windows"]["run"] == 25 * (4 if tta else 1)
+    assert result.summary["sliding_windows"]["reused"] > 0
     cells = pd.read_csv(result.outputs["cells"])
     assert len(cells) == tiled.max() and cells.id.is_unique and result.summary["tiles"]["total"] == 4
 

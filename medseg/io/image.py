@@ -16,6 +16,7 @@ Conventions (the same as ITK/SimpleITK index order and as nibabel/MONAI arrays):
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -165,6 +166,13 @@ class Image:
             return False
         corners = np.array(np.meshgrid(*[[0, n - 1] for n in self.shape], indexing="ij")).reshape(self.ndim, -1).T
         return bool(np.abs(self.index_to_world(corners) - other.index_to_world(corners)).max() <= atol_mm)
+
+    def crop(self, start: Sequence[int], stop: Sequence[int]) -> Image:
+        """The box ``[start, stop)`` (voxel indices per spatial axis, stop exclusive) at its true world position."""
+        box = tuple(slice(int(a), int(b)) for a, b in zip(start, stop, strict=True))
+        origin = tuple(float(v) for v in self.index_to_world(np.asarray(start, dtype=float)))
+        return replace(self, array=np.ascontiguousarray(self.array[box]), origin=origin, meta=dict(self.meta),
+                       warnings=[])
 
     def with_array(self, array: np.ndarray, **changes: Any) -> Image:
         """A new Image on the same grid holding ``array`` (e.g. a label map for this scan).

@@ -126,13 +126,15 @@ class SegmentationModel:
         """Float32 class probabilities on ``image``'s grid, one trailing channel per label index."""
         return self.segment(image, probabilities=True, tta=tta)
 
-    def predict(self, image: Image, *, tta: bool | None = None):  # -> medseg.infer.Prediction
+    def predict(self, image: Image, *, tta: bool | None = None, part: Any = None):  # -> medseg.infer.Prediction
         """Labels and per-label probabilities on ``image``'s grid (see :class:`medseg.infer.Prediction`)."""
         from medseg.infer import predict
 
-        return predict(self.networks, self.config, image, device=self.device, tta=tta)
+        return predict(self.networks, self.config, image, device=self.device, tta=tta, part=part)
 
-    def segment(self, image: Image, *, probabilities: bool = False, tta: bool | None = None) -> LabelMap | Image:
+    def segment(
+        self, image: Image, *, probabilities: bool = False, tta: bool | None = None, part: Any = None
+    ) -> LabelMap | Image:
         """Segment ``image``.
 
         Parameters
@@ -144,6 +146,9 @@ class SegmentationModel:
             channel per label in index order) instead of the label map.
         tta : bool, optional
             Mirroring test-time augmentation; ``None`` follows the model card.
+        part : medseg.infer.ImagePart, optional
+            ``image`` is a piece of a larger image: segment ``part.region`` as the whole image would be
+            (tiled slides, :mod:`medseg.pathology.tiling`); the result is on the region's grid.
 
         Returns
         -------
@@ -158,7 +163,7 @@ class SegmentationModel:
             raise ModelError(
                 f"model {self.config.name!r} was trained without mirroring; test-time mirroring does not apply"
             )
-        pred = self.predict(image, tta=tta)
+        pred = self.predict(image, tta=tta, part=part)
         return pred.probabilities if probabilities else pred.labels
 
     def __repr__(self) -> str:

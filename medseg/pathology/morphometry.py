@@ -49,15 +49,18 @@ def crofton_perimeters(dense: np.ndarray, n: int, spacing: tuple[float, float]) 
 
     Each of the four neighbour directions is one comparison of the array with its shifted self: a pixel
     pair that differs is an open side for the region on either end (outside the array is background).
+    The array is padded with one background pixel on every side and compared flat, shifted by the
+    direction's offset: a pair that wraps from one row's end to the next row's start joins two padding
+    pixels, which never differ.
     """
-    p = np.pad(dense, 1)
-    w, h = dense.shape
+    h = dense.shape[1]
+    flat = np.pad(dense, 1).reshape(-1)
     sides = {}
     for di, dj in ((1, 0), (0, 1), (1, 1), (1, -1)):
-        a = p[0 : w + 2 - di, max(-dj, 0) : h + 2 - max(dj, 0)]
-        b = p[di : w + 2, max(dj, 0) : h + 2 + min(dj, 0)]
-        differ = a != b
-        sides[di, dj] = np.bincount(a[differ], minlength=n + 1)[1:] + np.bincount(b[differ], minlength=n + 1)[1:]
+        k = di * (h + 2) + dj
+        first, second = flat[:-k], flat[k:]
+        at = np.flatnonzero(first != second)
+        sides[di, dj] = (np.bincount(first[at], minlength=n + 1)[1:] + np.bincount(second[at], minlength=n + 1)[1:])
     along_i, along_j = sides[1, 0], sides[0, 1]
     diagonal = sides[1, 1] + sides[1, -1]
     si, sj = spacing

@@ -74,9 +74,10 @@ class HaematoxylinSegmenter:
         text = json.dumps([self.inner.fingerprint(), np.round(self.stains.vectors, 6).tolist()])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def segment(self, image: Image) -> LabelMap:
-        """The inner segmenter's labels of the haematoxylin channel, on ``image``'s grid."""
-        return self.inner.segment(_haematoxylin(image, self.stains))
+    def segment(self, image: Image, **options: Any) -> LabelMap:
+        """The inner segmenter's labels of the haematoxylin channel, on ``image``'s grid (``options``, such as a
+        tile's ``part``, go to the inner segmenter)."""
+        return self.inner.segment(_haematoxylin(image, self.stains), **options)
 
     def with_reference(self, reference: Image, mask: np.ndarray | None = None) -> HaematoxylinSegmenter:
         """Stain vectors fitted to ``reference`` (Macenko; kept when it has too few stained pixels), inner frozen too."""

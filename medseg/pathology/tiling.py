@@ -2,10 +2,21 @@
 
 The image is cut into **cores** of ``tile`` x ``tile`` level-0 pixels that
 cover it without overlap; each core is segmented inside a **window** that adds
-``margin`` pixels of context on every side (clipped at the image edge). The
-margin is at least the largest expected object plus a quarter of the model's
-patch, so an object that belongs to a core lies whole inside its window, away
-from the window's edge where a network lacks context.
+``margin`` pixels on every side (clipped at the image edge). The margin is at
+least the largest expected object plus a quarter of the model's patch, so an
+object that belongs to a core lies whole inside its window.
+
+For a network that works on the slide's own pixels (no resampling), the
+window is predicted with the *whole image's* sliding windows
+(:class:`medseg.infer.ImagePart`): the tile reads every sliding window that
+overlaps its window, and a window shared by neighbouring tiles runs once, its
+output kept in a :class:`medseg.infer.WindowCache` until the last tile that
+needs it is done. The probabilities, and so the labels, are those of
+segmenting the image in one piece, and the network does no more work than
+that would. Tiles are visited column by column within each row of blocks, so
+what the cache holds is bounded by a block's height, not the slide's size (and
+by the cache's own limit). Other segmenters see the window with its margin as
+context.
 
 **Ownership**: an instance belongs to the tile whose core contains its
 centroid (level-0 pixels; cores are half-open, so exactly one does). Instances
@@ -43,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from medseg.errors import ReadError
+from medseg.infer import Box, ImagePart, WindowCache, part_extent, window_step
 from medseg.io.image import Image
 from medseg.io.slide import Slide
 from medseg.pathology.morphometry import morphometry
@@ -60,12 +72,13 @@ def _round16(value: float) -> int:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Cores of ``tile`` px covering a ``width`` x ``height`` image, each read with ``margin`` px of context.
+    """Cores of ``tile`` px covering a ``width`` x ``height`` image, each segmented in a window ``margin`` px wider.
 
-    ``roi`` and ``step`` (per axis, px) describe the segmenter's sliding window, when it has one at the
-    image's resolution: each window is then widened to whole sliding windows of the image-wide window
-    grid (starts at multiples of ``step``), so every pixel of the core and margin gets exactly the
-    windows, and so the probabilities, that segmenting the whole image in one piece would give it.
+    ``roi`` and ``step`` (per axis, px) describe the segmenter's sliding window, and ``mirrored`` the axes along
+    which its test-time augmentation mirrors, when it predicts the image's own pixels and the image is longer
+    than one sliding window along both axes: each tile then reads every window of the image-wide window grids
+    that overlaps its window (:meth:`read_window`), so that it gets the probabilities segmenting the whole
+    image in one piece would give.
     """
 
     width: int
@@ -74,6 +87,7 @@ class TileGrid:
     margin: int
     roi: tuple[int, int] | None = None
     step: tuple[int, int] | None = None
+    mirrored: tuple[bool, bool] = (False, False)
 
     @property
     def n_cols(self) -> int:
@@ -91,21 +105,42 @@ class TileGrid:
         return x0, y0, min(x0 + self.tile, self.width), min(y0 + self.tile, self.height)
 
     def window(self, col: int, row: int) -> tuple[int, int, int, int]:
-        """The core with ``margin`` px on every side (then whole sliding windows), clipped to the image."""
+        """The core with ``margin`` px on every side, clipped to the image: the pixels a tile segments."""
         x0, y0, x1, y1 = self.core(col, row)
         m = self.margin
-        lo = [max(x0 - m, 0), max(y0 - m, 0)]
-        hi = [min(x1 + m, self.width), min(y1 + m, self.height)]
-        if self.roi is not None and self.step is not None:
-            for a, size in enumerate((self.width, self.height)):
-                roi, step = self.roi[a], self.step[a]
-                if size <= roi:
-                    lo[a], hi[a] = 0, size
-                    continue
-                # the first and last image-wide windows that cover a pixel of [lo, hi)
-                lo[a] = max(0, ((lo[a] - roi) // step + 1) * step)
-                hi[a] = min(size, ((hi[a] - 1) // step) * step + roi)
-        return lo[0], lo[1], hi[0], hi[1]
+        return max(x0 - m, 0), max(y0 - m, 0), min(x1 + m, self.width), min(y1 + m, self.height)
+
+    def read_window(self, col: int, row: int) -> tuple[int, int, int, int]:
+        """The pixels a tile reads: its window, widened to whole sliding windows of the image-wide grids."""
+        x0, y0, x1, y1 = self.window(col, row)
+        if self.roi is None or self.step is None:
+            return x0, y0, x1, y1
+        (rx0, rx1), (ry0, ry1) = part_extent((self.width, self.height), self.roi, self.step, ((x0, x1), (y0, y1)),
+                                             self.mirrored)
+        return rx0, ry0, rx1, ry1
+
+    def part(self, col: int, row: int, cache: WindowCache | None = None,
+             needed_later: Callable[[Box], bool] | None = None) -> ImagePart | None:
+        """What a sliding-window segmenter needs to predict a tile's window from its read window (None without)."""
+        if self.roi is None:
+            return None
+        x0, y0, x1, y1 = self.window(col, row)
+        rx0, ry0, _, _ = self.read_window(col, row)
+        return ImagePart((self.width, self.height), (rx0, ry0), ((x0, x1), (y0, y1)), cache, needed_later)
+
+    def tiles_touching(self, box: Box) -> list[tuple[int, int]]:
+        """``(col, row)`` of the tiles whose windows overlap ``box`` (``((x0, x1), (y0, y1))``, level-0 px)."""
+        (bx0, bx1), (by0, by1) = box
+        m, t = self.margin, self.tile
+        cols = range(max(0, (bx0 - m) // t - 1), min(self.n_cols, (bx1 + m) // t + 2))
+        rows = range(max(0, (by0 - m) // t - 1), min(self.n_rows, (by1 + m) // t + 2))
+        out = []
+        for col in cols:
+            for row in rows:
+                x0, y0, x1, y1 = self.window(col, row)
+                if x0 < bx1 and bx0 < x1 and y0 < by1 and by0 < y1:
+                    out.append((col, row))
+        return out
 
     def tile_of(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Index ``row * n_cols + col`` of the tile whose core holds each point (level-0 px)."""
@@ -114,16 +149,28 @@ class TileGrid:
         return row * self.n_cols + col
 
 
-def sliding_window(segmenter: Any) -> tuple[tuple[int, int], tuple[int, int]] | None:
-    """``(roi, step)`` per axis of the sliding window of a network segmenter (or the one it wraps) at the
-    input's resolution, as MONAI places it; None for segmenters without one or that resample the input."""
+@dataclass(frozen=True)
+class SlidingWindow:
+    """A network segmenter's sliding window at the input's resolution: ``roi`` and ``step`` px per axis, and the
+    axes its test-time augmentation mirrors."""
+
+    roi: tuple[int, int]
+    step: tuple[int, int]
+    mirrored: tuple[bool, bool]
+
+
+def sliding_window(segmenter: Any) -> SlidingWindow | None:
+    """The sliding window of a network segmenter (or of the one it wraps), as MONAI places it; None for
+    segmenters without one or that resample or reorient the input."""
     while segmenter is not None:
         config = getattr(segmenter, "config", None)
         if config is not None and hasattr(config, "patch_size"):
-            if config.target_spacing is not None or config.dims != 2:
+            if config.target_spacing is not None or config.dims != 2 or config.orientation:
                 return None
             roi = (int(config.patch_size[0]), int(config.patch_size[1]))
-            return roi, tuple(max(1, int(r * (1 - config.inference.overlap))) for r in roi)  # type: ignore[return-value]
+            mirror = set(config.augment.flip_axes) if config.inference.tta else set()
+            return SlidingWindow(roi, (window_step(config, roi[0]), window_step(config, roi[1])),
+                                 (0 in mirror, 1 in mirror))
         segmenter = getattr(segmenter, "inner", None)
     return None
 
@@ -135,7 +182,7 @@ def plan_tiles(
     max_object_px: float = 48.0,
     tile: int | None = None,
     margin: int | None = None,
-    window: tuple[tuple[int, int], tuple[int, int]] | None = None,
+    window: SlidingWindow | None = None,
 ) -> TileGrid:
     """The tile grid of an image: ``margin`` and ``tile`` derived from the model's patch and the largest object.
 
@@ -150,8 +197,9 @@ def plan_tiles(
     tile, margin : int, optional
         Core side and context per side, px. Defaults: margin = the largest object plus a quarter patch
         (rounded up to 16 px); tile = what makes the window 2048 px (at least two patches).
-    window : ((int, int), (int, int)), optional
-        The segmenter's sliding window ``(roi, step)`` (:func:`sliding_window`), to align windows with.
+    window : SlidingWindow, optional
+        The segmenter's sliding window (:func:`sliding_window`): tiles then predict with the image-wide windows,
+        when the image is longer than one window along both axes.
     """
     m = margin if margin is not None else _round16(max_object_px + patch_px / 4)
     t = tile if tile is not None else max(_round16(2 * patch_px), DEFAULT_WINDOW - 2 * m)
@@ -159,8 +207,10 @@ def plan_tiles(
         from medseg.errors import ConfigError
 
         raise ConfigError(f"tile must be positive and overlap not negative, got tile {t}, overlap {m}")
-    roi, step = window if window is not None else (None, None)
-    return TileGrid(int(dimensions[0]), int(dimensions[1]), int(t), int(m), roi, step)
+    width, height = int(dimensions[0]), int(dimensions[1])
+    if window is None or width <= window.roi[0] or height <= window.roi[1]:
+        return TileGrid(width, height, int(t), int(m))
+    return TileGrid(width, height, int(t), int(m), window.roi, window.step, window.mirrored)
 
 
 # ---- one tile ------------------------------------------------------------------------------------------------
@@ -202,10 +252,11 @@ def _seam_distance(cx: np.ndarray, cy: np.ndarray, core: tuple[int, int, int, in
     return np.where(outside > 0, outside, np.min(sides, axis=0))
 
 
-def process_tile(ctx: TileContext, col: int, row: int, image: Image) -> pd.DataFrame:
+def process_tile(ctx: TileContext, col: int, row: int, image: Image, part: ImagePart | None = None) -> pd.DataFrame:
     """The kept instances of one tile: morphometry, ``status`` (``core`` or ``band``), polygon WKB, tile key.
 
-    ``image`` is the tile's window (level 0).
+    ``image`` is what the tile reads (level 0, :meth:`TileGrid.read_window`); with ``part``
+    (:meth:`TileGrid.part`) the segmenter predicts the tile's window from it with the image-wide sliding windows.
     """
     import shapely
 
@@ -213,10 +264,12 @@ def process_tile(ctx: TileContext, col: int, row: int, image: Image) -> pd.DataF
 
     grid = ctx.grid
     wx0, wy0, wx1, wy1 = grid.window(col, row)
+    rx0, ry0, _, _ = grid.read_window(col, row)
     t0 = time.perf_counter()
     if ctx.normalise is not None:
         image = image.with_array(ctx.normalise(image.array), channel_axis=True)
-    labels = ctx.segmenter.segment(image)
+    labels = ctx.segmenter.segment(image, part=part) if part is not None else ctx.segmenter.segment(image)
+    image = image.crop((wx0 - rx0, wy0 - ry0), (wx1 - rx0, wy1 - ry0))
     t0 = ctx._clock("segment", t0)
     instances = postprocess(labels, ctx.rules).instances.array
     t0 = ctx._clock("instances", t0)
@@ -346,60 +399,78 @@ class TiledRun:
             self.blocks.setdefault((row // block_tiles, col // block_tiles), []).append((col, row))
         self.failed: list[dict[str, Any]] = []
         self.tiles_done = 0
+        self.windows = WindowCache()
+        self._remaining: set[tuple[int, int]] = set()
 
     def block_path(self, key: tuple[int, int]) -> Path:
         """The Parquet file of a block."""
         return self.work_dir / f"block_{key[0]:05d}_{key[1]:05d}.parquet"
 
     def _read(self, col: int, row: int) -> Image | ReadError:
-        x0, y0, x1, y1 = self.ctx.grid.window(col, row)
+        x0, y0, x1, y1 = self.ctx.grid.read_window(col, row)
         try:
             return self.ctx.slide.read_region((x0, y0), (x1 - x0, y1 - y0))
         except ReadError as exc:
             return exc
 
+    def _needed_later(self, box: Box) -> bool:
+        """Whether a tile still to be processed overlaps a sliding window's box."""
+        return any(t in self._remaining for t in self.ctx.grid.tiles_touching(box))
+
     def run(self, progress: bool = False) -> None:
-        """Process every block without a block file; a tile that fails to read is recorded and skipped."""
+        """Process every block without a block file; a tile that fails to read is recorded and skipped.
+
+        Tiles go column by column through each row of blocks; a block is written as soon as its last tile is done.
+        """
+        todo = {k: v for k, v in sorted(self.blocks.items()) if not self.block_path(k).exists()}
+        order = sorted((t for tiles in todo.values() for t in tiles),
+                       key=lambda t: (t[1] // self.block_tiles, t[0], t[1]))
+        self._remaining = set(order)
+        left = {key: len(tiles) for key, tiles in todo.items()}
+        frames: dict[tuple[int, int], list[pd.DataFrame]] = {key: [] for key in todo}
+        failed: dict[tuple[int, int], list[dict[str, Any]]] = {key: [] for key in todo}
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with tile_progress(len(order), progress) as bar, ThreadPoolExecutor(1) as reader:
+            task = bar.add_task("tiles", total=len(order))
+            ahead = reader.submit(self._read, *order[0]) if order else None
+            for k, (col, row) in enumerate(order):
+                t0 = time.perf_counter()
+                image = ahead.result()
+                self.ctx._clock("read", t0)
+                ahead = reader.submit(self._read, *order[k + 1]) if k + 1 < len(order) else None
+                self._remaining.discard((col, row))
+                key = (row // self.block_tiles, col // self.block_tiles)
+                if isinstance(image, ReadError):
+                    failed[key].append({"col": col, "row": row, "window": list(self.ctx.grid.read_window(col, row)),
+                                        "error": str(image)})
+                else:
+                    part = self.ctx.grid.part(col, row, self.windows, self._needed_later)
+                    frames[key].append(process_tile(self.ctx, col, row, image, part))
+                bar.advance(task)
+                left[key] -= 1
+                if not left[key]:
+                    self._write_block(key, frames.pop(key), failed.pop(key))
+                    self.tiles_done += len(todo[key])
+
+    def _write_block(self, key: tuple[int, int], frames: list[pd.DataFrame], failed: list[dict[str, Any]]) -> None:
+        """One block's cells (rows ordered by their top edge) and failed tiles, written atomically as Parquet."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        todo = {k: v for k, v in sorted(self.blocks.items()) if not self.block_path(k).exists()}
-        n_tiles = sum(len(v) for v in todo.values())
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        order = [t for tiles in todo.values() for t in tiles]
-        with tile_progress(n_tiles, progress) as bar, ThreadPoolExecutor(1) as reader:
-            task = bar.add_task("tiles", total=n_tiles)
-            ahead = reader.submit(self._read, *order[0]) if order else None
-            k = 0
-            for key, tiles in todo.items():
-                frames, failed = [], []
-                for col, row in tiles:
-                    t0 = time.perf_counter()
-                    image = ahead.result()
-                    self.ctx._clock("read", t0)
-                    k += 1
-                    ahead = reader.submit(self._read, *order[k]) if k < len(order) else None
-                    if isinstance(image, ReadError):
-                        failed.append({"col": col, "row": row, "window": list(self.ctx.grid.window(col, row)),
-                                       "error": str(image)})
-                    else:
-                        frames.append(process_tile(self.ctx, col, row, image))
-                    bar.advance(task)
-                t0 = time.perf_counter()
-                frames = [f for f in frames if len(f)]
-                table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-                if len(table):
-                    table = table.sort_values("bbox_y0", kind="stable").reset_index(drop=True)
-                    table.insert(0, "row", np.arange(len(table)))  # position in the file, for filtered reads
-                meta = {b"failed_tiles": pd.Series(failed, dtype=object).to_json().encode()}
-                arrow = pa.Table.from_pandas(table, preserve_index=False)
-                arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **meta})
-                from medseg.atomic import atomic_path
+        from medseg.atomic import atomic_path
 
-                with atomic_path(self.block_path(key)) as tmp:
-                    pq.write_table(arrow, tmp, row_group_size=2048)
-                self.ctx._clock("write", t0)
-                self.tiles_done += len(tiles)
+        t0 = time.perf_counter()
+        frames = [f for f in frames if len(f)]
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if len(table):
+            table = table.sort_values("bbox_y0", kind="stable").reset_index(drop=True)
+            table.insert(0, "row", np.arange(len(table)))  # position in the file, for filtered reads
+        meta = {b"failed_tiles": pd.Series(failed, dtype=object).to_json().encode()}
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **meta})
+        with atomic_path(self.block_path(key)) as tmp:
+            pq.write_table(arrow, tmp, row_group_size=2048)
+        self.ctx._clock("write", t0)
 
     # ---- merging -------------------------------------------------------------------------------------------
     def block_files(self) -> list[Path]:
@@ -456,11 +527,13 @@ class TiledRun:
 
 
 __all__ = [
+    "SlidingWindow",
     "TileContext",
     "TileGrid",
     "TiledRun",
     "plan_tiles",
     "process_tile",
     "resolve_seams",
+    "sliding_window",
     "tile_progress",
 ]

@@ -181,7 +181,7 @@ def segment_slide(
                 else postprocess_rules(prepared))
     max_px = max_nucleus_um / min(slide.mpp) if slide.mpp else 48.0
     window = sliding_window(segmenter)
-    grid = plan_tiles(slide.dimensions, patch_px=max(window[0]) if window else 256, max_object_px=max_px, tile=tile,
+    grid = plan_tiles(slide.dimensions, patch_px=max(window.roi) if window else 256, max_object_px=max_px, tile=tile,
                       margin=overlap, window=window)
     tiles = [(c, r) for r in range(grid.n_rows) for c in range(grid.n_cols) if found.covers(*grid.core(c, r))]
 
@@ -206,6 +206,7 @@ def segment_slide(
     result.summary.update(
         tiles={"total": grid.n_cols * grid.n_rows, "with_tissue": len(tiles), "failed": len(run.failed_tiles()),
                "core_px": grid.tile, "overlap_px": grid.margin, "processed_this_session": run.tiles_done},
+        sliding_windows={"run": run.windows.computed, "reused": run.windows.reused},
         timings_s={**{k: round(v, 3) for k, v in ctx.timings.items()}, "total": round(time.perf_counter() - started, 3)},
     )
     result.summary["tiles_per_s"] = (run.tiles_done / result.summary["timings_s"]["total"]) if run.tiles_done else None
