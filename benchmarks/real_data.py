@@ -159,6 +159,32 @@ def plan_table(work: Path) -> str:
     return "\n".join(f"- `{k}`: `{json.dumps(plan[k], separators=(',', ':'))}`" for k in keep if plan.get(k) is not None)
 
 
+def _differences(first: dict, other: dict) -> list[str]:
+    """``key`` (or ``key.sub`` within a section) and ``other``'s value, wherever it differs from ``first``."""
+    out = []
+    for key in sorted(first.keys() | other.keys()):
+        a, b = first.get(key), other.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"`{key}.{sub}` {b.get(sub)}" for sub in sorted(a.keys() | b.keys()) if a.get(sub) != b.get(sub)]
+        elif a != b:
+            out.append(f"`{key}` {b}")
+    return out
+
+
+def plan_summary(runs: list[tuple[str, Path]]) -> str:
+    """Markdown: the plan of the first of ``(name, work)`` runs (``medseg train`` planned it from the task YAML into
+    ``work/run/plan.yaml``) and where each other run's plan differs."""
+    import yaml
+
+    planned = [yaml.safe_load((work / "run" / "plan.yaml").read_text()) for _, work in runs]
+    (first, work), *rest = runs
+    lines = [f"{first} plan:\n\n{plan_table(work)}"]
+    for (name, _), plan in zip(rest, planned[1:], strict=True):
+        changed = _differences(planned[0], plan)
+        lines.append(f"{name}: {f'as {first} but ' + ', '.join(changed) if changed else 'the same plan'}.")
+    return "\n\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=sorted(RUNS), action="append", help="task (repeatable); default: all")

@@ -123,32 +123,6 @@ def report(rows: pd.DataFrame, n_splits: int, minutes: float, total_min: float, 
     return "\n".join(lines) + "\n\n" + "; ".join(verdict) + ".\n\n" + note
 
 
-def _differences(first: dict, other: dict) -> list[str]:
-    """``key`` (or ``key.sub`` within a section) and ``other``'s value, wherever it differs from ``first``."""
-    out = []
-    for key in sorted(first.keys() | other.keys()):
-        a, b = first.get(key), other.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += [f"`{key}.{sub}` {b.get(sub)}" for sub in sorted(a.keys() | b.keys()) if a.get(sub) != b.get(sub)]
-        elif a != b:
-            out.append(f"`{key}` {b}")
-    return out
-
-
-def plans(root: Path, n_splits: int) -> str:
-    """Markdown: the plan of split 1 (``medseg train`` planned it from the task YAML) and where the others differ."""
-    import yaml
-
-    from benchmarks.real_data import plan_table
-
-    planned = [yaml.safe_load((root / f"split{k + 1}" / "run" / "plan.yaml").read_text()) for k in range(n_splits)]
-    lines = [f"Split 1 plan:\n\n{plan_table(root / 'split1')}"]
-    for k, plan in enumerate(planned[1:], start=2):
-        changed = _differences(planned[0], plan)
-        lines.append(f"Split {k}: {'as split 1 but ' + ', '.join(changed) if changed else 'the same plan'}.")
-    return "\n\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", type=int, default=5, help="held-out triples (default 5: every film held out once)")
@@ -168,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             rows += [{"split": k, **row} for row in run_split(work, held_out, films, args.minutes, args.seed)]
             print(f"split {k + 1}: {pd.DataFrame(rows[-3:])[['film', 'lungs', 'heart', 'ctr_error']].to_string(index=False)}",
                   flush=True)
+        from benchmarks.real_data import plan_summary
+
+        plans = plan_summary([(f"Split {k + 1}", root / f"split{k + 1}") for k in range(args.splits)])
         text = report(pd.DataFrame(rows), args.splits, args.minutes, (time.monotonic() - tic) / 60,
-                      (load_before, os.getloadavg()[0])) + "\n\n" + plans(root, args.splits)
+                      (load_before, os.getloadavg()[0])) + "\n\n" + plans
     print(text)
     if args.record:
         sys.path.insert(0, str(REPO))

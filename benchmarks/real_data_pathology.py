@@ -3,7 +3,7 @@
 Four folds: each holds one of the four ``../shared/data/he_nuclei`` tiles out
 and trains on the other three. Each fold is exactly the documented commands::
 
-    medseg train configs/nuclei_he.yaml --data dataset.json --out run --max-minutes 8
+    medseg train configs/nuclei_he.yaml --data dataset.json --out run --max-minutes 8   (planned from the tiles)
     medseg batch run HELD_OUT_FOLDER results --mpp MPP
 
 ``dataset.json`` lists the three training tiles with their pixel size
@@ -61,7 +61,7 @@ def workflow(work: Path, variant: str) -> Path:
     import yaml
 
     config = yaml.safe_load(CONFIG.read_text())
-    config["augment"]["hed_jitter"] = 0.0
+    config.setdefault("augment", {})["hed_jitter"] = 0.0  # an override the planner keeps
     path = work / "nuclei_he_no_stain_jitter.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tiles = sorted(p.stem for p in DATA.glob("cpm15_??.png"))
     load_before, tic = os.getloadavg()[0], time.monotonic()
-    rows = []
+    rows, runs = [], []
     with tempfile.TemporaryDirectory(prefix="medseg_he_") as tmp:
         root = args.work or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
@@ -139,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             work = root / f"{args.variant}_seed{args.seed}_fold{k}"
             work.mkdir(parents=True, exist_ok=True)
             rows.append(run_fold(work, held_out, tiles, config, args.minutes, args.seed))
+            runs.append((f"Fold {k} ({held_out} held out)", work))
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
-    text = report(pd.DataFrame(rows), args.variant, args.minutes, args.seed, (time.monotonic() - tic) / 60,
-                  (load_before, os.getloadavg()[0]))
+        from benchmarks.real_data import plan_summary
+
+        text = report(pd.DataFrame(rows), args.variant, args.minutes, args.seed, (time.monotonic() - tic) / 60,
+                      (load_before, os.getloadavg()[0])) + "\n\n" + plan_summary(runs)
     print(text)
     if args.record:
         from benchmarks._record import record

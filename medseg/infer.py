@@ -148,7 +148,7 @@ class WindowCache:
     reused: int = 0
 
     def keep(self, key: tuple, logits: torch.Tensor) -> None:
-        """Store ``logits`` under ``key`` if they fit."""
+        """Store ``logits`` (a tensor of their own, not a view) under ``key`` if they fit."""
         size = logits.element_size() * logits.nelement()
         if key not in self.entries and self.nbytes + size <= self.max_bytes:
             self.entries[key] = logits
@@ -267,7 +267,7 @@ def part_probabilities(
                 weights[there] += weight[inside]
                 box = tuple((s, s + r) for s, r in zip(w[2], roi, strict=True))
                 if part.needed_later is not None and part.needed_later(box):
-                    cache.keep(w, logits[w])
+                    cache.keep(w, logits[w] if w in cache.entries else logits[w].clone())  # not a view of the batch
                 else:
                     cache.drop(w)
             total[0] += torch.softmax(blended / weights, dim=0)

@@ -97,7 +97,9 @@ class LabelPostprocess(BaseModel):
         Keep only the largest component (``true``: organs that are one piece), or the N largest
         (``2``: both lungs of a label that holds the two).
     fill_holes : bool
-        Fill background cavities enclosed by the label (voxels of other labels are kept).
+        Fill background cavities enclosed by the label (voxels of other labels are kept); for the target of
+        ``merge_into`` labels also the cavities its objects enclose once those pixels joined them (a nucleus
+        ring around pale chromatin), each cavity pixel joining the object it reaches first.
     split_touching : bool
         Separate touching objects (cells, nuclei) by a distance-transform watershed.
     min_separation : str, optional
@@ -504,7 +506,25 @@ def postprocess(labels: Image, config: PostprocessConfig | Mapping[str, Any] | N
     for value, target in merged.items():
         _merge_into(semantic, instances, value, target,
                     connectivity_for(cfg.for_label(target).connectivity, labels.ndim, labels.source))
+    for target in sorted(set(merged.values())):
+        if cfg.for_label(target).fill_holes:
+            _fill_object_holes(semantic, instances, target,
+                               connectivity_for(cfg.for_label(target).connectivity, labels.ndim, labels.source))
     return _result(labels.with_labels(semantic), labels.with_labels(instances, {}))
+
+
+def _fill_object_holes(semantic: np.ndarray, instances: np.ndarray, target: int, connectivity: int) -> None:
+    """Background cavities enclosed by ``target``'s objects become ``target``, in place, each pixel numbered as the
+    object it reaches first (:func:`_flood`)."""
+    mask = semantic == target
+    holes = fill_holes(mask)
+    holes &= semantic == 0
+    if not holes.any():
+        return
+    grown = _flood(np.where(mask, instances, 0), holes, connectivity)
+    holes &= grown > 0  # a pocket walled off by another label's pixels stays background
+    semantic[holes] = target
+    instances[holes] = grown[holes]
 
 
 def _merge_into(semantic: np.ndarray, instances: np.ndarray, value: int, target: int, connectivity: int) -> None:

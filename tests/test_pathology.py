@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from skimage.measure import regionprops_table
 
 import medseg
 from medseg.annotations import read_annotations
-from medseg.config import load_config, validate_config
+from medseg.config import validate_config
 from medseg.errors import AnnotationError, ConfigError, GeometryError
 from medseg.io.image import Image
 from medseg.measurement import crofton_perimeter
@@ -98,11 +99,28 @@ def test_hed_jitter_perturbs_stains_within_its_bounds_and_the_training_transform
     np.testing.assert_array_equal(np.moveaxis(out.numpy(), 0, -1), jitter_stains(rgb, alpha, beta))
 
 
-def test_nuclei_he_config_validates_and_wires_hed_jitter_before_the_intensity_preset() -> None:
+def test_shipped_he_workflow_plans_stain_jitter_before_the_intensity_preset() -> None:
+    """configs/nuclei_he.yaml planned for RGB tiles at two magnifications: 20x grid, HED jitter wired before the
+    per-channel z-score, a config that survives a YAML round trip."""
+    from medseg.config import config_to_dict
+    from medseg.plan import DatasetFingerprint, fingerprint_case, plan_workflow, read_workflow
     from medseg.preprocess import cached_transforms, random_transforms
 
-    cfg = load_config(REPO / "configs" / "nuclei_he.yaml")
+    task, _ = read_workflow(REPO / "configs" / "nuclei_he.yaml")
+    rng = np.random.default_rng(4)
+    cases = []
+    for i, um in enumerate((0.5, 0.5, 0.25)):
+        rgb = rng.integers(0, 255, (300, 260, 3), dtype=np.uint8)
+        lab = np.zeros((300, 260), np.uint8)
+        for cx, cy in rng.integers(20, 240, (25, 2)):
+            lab[cx - 6:cx + 6, cy - 6:cy + 6] = i + 1  # instance labels: one value per case is enough here
+        image = Image(rgb, spacing=(um / 1000, um / 1000), channel_axis=True)
+        cases.append(fingerprint_case(f"case_{i}", image, image.with_array(lab), seed=i))
+    cfg = validate_config(plan_workflow(DatasetFingerprint(cases, Path("dataset.json")), task, minutes=8,
+                                        throughput=2e6).config)
+    assert validate_config(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))) == cfg
     assert cfg.in_channels == 3 and cfg.label_names == ["background", "interior", "boundary"]
+    assert cfg.spacing_mm == [0.0005, 0.0005] and cfg.intensity.preset == "rgb"  # the median tile is 20x
     assert cfg.augment.hed_jitter == 0.05 and cfg.postprocess["boundary"] == {"merge_into": "interior"}
     names = [type(t).__name__ for t in random_transforms(cfg).transforms]
     assert names[1:3] == ["HEDJitterd", "NormalizeIntensityd"]
@@ -110,7 +128,7 @@ def test_nuclei_he_config_validates_and_wires_hed_jitter_before_the_intensity_pr
     data = cfg.model_dump(mode="json")
     with pytest.raises(ConfigError, match="hed_jitter"):
         validate_config({**data, "in_channels": 1, "intensity": {"preset": "fluorescence"},
-                         "augment": {"hed_jitter": 0.05}})
+                         "augment": {**data["augment"], "hed_jitter": 0.05}})
     with pytest.raises(ConfigError, match="low < high"):
         validate_config({**data, "intensity": {"preset": "window", "low": [0, 0, 0], "high": [1, 0, 1]}})
 

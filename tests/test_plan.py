@@ -15,6 +15,7 @@ from medseg.io.image import Image
 from medseg.plan import DatasetFingerprint, fingerprint_case, fingerprint_dataset, plan_workflow
 from medseg.plan.planner import pools_per_axis
 
+REPO = Path(__file__).resolve().parents[1]
 FAST_CPU = 2e6  # training voxels per second given to the planner, so plans do not depend on this machine's load
 
 
@@ -226,11 +227,24 @@ def test_spacing_px_models_see_every_image_in_pixels() -> None:
         validate_config({**config.model_dump(mode="json"), "spacing_mm": [1.0, 1.0]})
 
 
+PLANNED_KEYS = {"dims", "in_channels", "spacing_mm", "spacing_px", "orientation", "resample", "patch_size", "network",
+                "intensity", "loss", "optimizer", "augment", "train", "inference", "device"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_a_task_holding_no_setting_the_planner_derives(path: Path) -> None:
+    from medseg.plan import read_workflow
+
+    task, complete = read_workflow(path)
+    assert not complete and {"name", "labels", "postprocess"} & set(task)
+    assert PLANNED_KEYS.isdisjoint(task), sorted(PLANNED_KEYS & set(task))
+
+
 def test_shipped_task_yaml_plans_to_a_valid_config() -> None:
     """configs/xray_lungs.yaml holds no data-dependent number; planned for radiographs it gives a valid config."""
     from medseg.plan import read_workflow
 
-    task, complete = read_workflow(Path(__file__).resolve().parents[1] / "configs" / "xray_lungs.yaml")
+    task, complete = read_workflow(REPO / "configs" / "xray_lungs.yaml")
     assert not complete and {"patch_size", "network", "spacing_mm", "train", "augment"}.isdisjoint(task)
     rng = np.random.default_rng(6)
     images = [Image(rng.normal(size=(256, 256)).astype(np.float32), spacing_known=False, modality="DX")
@@ -246,7 +260,7 @@ def test_shipped_ct_task_takes_the_dataset_labels_and_their_rules_only(tmp_path:
     """configs/ct_organs.yaml names no labels: dataset.json's are planned, and rules of absent organs dropped."""
     from medseg.plan import plan_dataset, read_workflow
 
-    task, complete = read_workflow(Path(__file__).resolve().parents[1] / "configs" / "ct_organs.yaml")
+    task, complete = read_workflow(REPO / "configs" / "ct_organs.yaml")
     assert not complete and "labels" not in task and {"patch_size", "spacing_mm", "intensity"}.isdisjoint(task)
     entries = _ct_dataset(tmp_path, 2, (64, 64, 20), (1.5, 1.5, 3.0))
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"0": "background", "1": "liver"},
@@ -262,7 +276,7 @@ def test_shipped_ct_task_takes_the_dataset_labels_and_their_rules_only(tmp_path:
 def test_shipped_nuclei_task_plans_mirrored_instance_training() -> None:
     from medseg.plan import read_workflow
 
-    task, complete = read_workflow(Path(__file__).resolve().parents[1] / "configs" / "nuclei_2d.yaml")
+    task, complete = read_workflow(REPO / "configs" / "nuclei_2d.yaml")
     assert not complete and {"patch_size", "network", "intensity", "augment"}.isdisjoint(task)
     rng = np.random.default_rng(8)
     images = [Image(rng.normal(100, 5, (200, 200)).astype(np.float32), spacing=(0.0005, 0.0005)) for _ in range(2)]

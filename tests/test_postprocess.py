@@ -247,6 +247,35 @@ def _steps_from(start: np.ndarray, allowed: np.ndarray, structure: np.ndarray) -
     return out
 
 
+@pytest.mark.parametrize("fill", [True, False])
+def test_holes_a_merged_ring_encloses_are_filled_only_when_the_target_fills_holes(fill: bool) -> None:
+    """Pale chromatin: a nucleus whose interior is a crescent and whose ring closes around a background cavity."""
+    sem = np.zeros((20, 30), np.uint8)
+    sem[2:12, 2:12] = 2  # nucleus A: boundary ring ...
+    sem[3:11, 3:6] = 1  # ... an interior crescent on its left ...
+    sem[4:10, 6:10] = 0  # ... and a cavity the ring and the crescent enclose
+    sem[2:12, 14:24] = 2  # nucleus B beside it, ring and interior
+    sem[4:10, 16:22] = 1
+    sem[14:19, 2:7] = 2  # a ring around a pocket walled off by another label: stays background
+    sem[15:18, 3:6] = 3
+    sem[16, 4] = 0
+    rules = {"interior": {"fill_holes": fill, "connectivity": 4}, "boundary": {"merge_into": "interior"}}
+    labels = {"background": 0, "interior": 1, "boundary": 2, "other": 3}
+    result = postprocess(Image(sem), PostprocessConfig.from_label_names(rules, labels))
+    inst, cleaned = result.instances.array, result.semantic.array
+    a, b = inst[5, 4], inst[5, 18]
+    assert a and b and a != b
+    cavity = np.zeros(sem.shape, bool)
+    cavity[4:10, 6:10] = True
+    if fill:
+        assert (inst[cavity] == a).all() and (cleaned[cavity] == 1).all()
+    else:
+        assert (inst[cavity] == 0).all() and (cleaned[cavity] == 0).all()
+    assert inst[16, 4] == 0 and cleaned[16, 4] == 0
+    assert ((inst > 0) == np.isin(cleaned, [1, 3])).all()  # rings joined their interiors: no boundary label left
+    assert (inst[2:12, 14:24] == b).all()  # B has no cavity: unchanged either way
+
+
 def test_merge_into_is_validated() -> None:
     names = {"background": 0, "interior": 1, "boundary": 2}
     with pytest.raises(ConfigError, match="not a foreground label"):

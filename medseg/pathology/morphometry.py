@@ -71,8 +71,8 @@ def crofton_perimeters(dense: np.ndarray, n: int, spacing: tuple[float, float]) 
 def hull_areas(runs: LabelRuns, group: np.ndarray, n: int) -> np.ndarray:
     """Area (px^2) of the convex hull of each region's pixel squares, from the corners of its runs.
 
-    On each grid line across the runs only the outermost two corners of a region can be hull
-    vertices, so only those go to GEOS (one call for all regions).
+    A run's four corners lie on two grid lines across the runs (its row's two edges); on each line only a
+    region's outermost two corners can be hull vertices, so only those go to GEOS (one call for all regions).
     """
     import shapely
 
@@ -80,18 +80,17 @@ def hull_areas(runs: LabelRuns, group: np.ndarray, n: int) -> np.ndarray:
         return np.zeros(n)
     a = runs.axis
     lo, hi, row = runs.first[a], runs.first[a] + runs.length, runs.first[1 - a]
-    line = np.concatenate([row, row + 1, row, row + 1])  # the grid line each corner lies on
-    along = np.concatenate([lo, lo, hi, hi])
-    owner = np.tile(group, 4)
-    key = owner * (int(line.max(initial=0)) + 2) + line
-    order = np.lexsort((along, key))
-    key, along, line, owner = key[order], along[order], line[order], owner[order]
-    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    last = np.r_[first[1:], len(key)] - 1
-    ends = np.stack([first, last], axis=1).reshape(-1)  # the outermost corners of each line, in region order
-    coords = np.empty((ends.size, 2))
-    coords[:, a], coords[:, 1 - a] = along[ends], line[ends]
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(owner[ends], minlength=n))])
+    stride = int(row.max(initial=0)) + 2
+    key = np.concatenate([group * stride + row, group * stride + row + 1])  # (region, grid line) of both edges
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    left = np.minimum.reduceat(np.concatenate([lo, lo])[order], starts)
+    right = np.maximum.reduceat(np.concatenate([hi, hi])[order], starts)
+    coords = np.empty((2 * starts.size, 2))
+    coords[0::2, a], coords[1::2, a] = left, right
+    coords[0::2, 1 - a] = coords[1::2, 1 - a] = key[starts] % stride
+    offsets = np.concatenate([[0], np.cumsum(2 * np.bincount(key[starts] // stride, minlength=n))])
     # a line through the corners (no point objects are made): its convex hull is that of the corners
     lines = shapely.from_ragged_array(shapely.GeometryType.LINESTRING, coords, (offsets,))
     return shapely.area(shapely.convex_hull(lines))
