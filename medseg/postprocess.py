@@ -415,6 +415,8 @@ def split_touching(
     mask = mask[box]
     components = label_components(mask, CONNECTIVITY[mask.ndim][-1])[0] if components is None else components[box]
     distance = edt.edt(mask, anisotropy=grid.spacing, black_border=False)
+    if not np.isfinite(distance).all():  # no background anywhere (the mask fills the image): from the image's edge
+        distance = edt.edt(mask, anisotropy=grid.spacing, black_border=True)
     peaks = _footprint_maxima(distance, mask, offsets)
     peaks &= h_maxima(distance, 0.5 * min(grid.spacing)).astype(bool)
     seeds, _ = label_components(peaks, CONNECTIVITY[mask.ndim][-1])  # plateaus -> one seed

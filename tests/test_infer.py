@@ -336,15 +336,8 @@ def test_parts_predicted_with_the_whole_images_windows_equal_the_whole_image_and
 ) -> None:
     """Tiles of a 2D image, each predicted from the image-wide sliding windows (mirrored grids and a two-network
     ensemble included), give the whole image's probabilities; with a shared cache every window runs once."""
-    from medseg.infer import (
-        ImagePart,
-        WindowCache,
-        part_extent,
-        part_probabilities,
-        sliding_window_probabilities,
-        window_starts,
-        window_step,
-    )
+    from medseg.infer import part_probabilities, sliding_window_probabilities
+    from medseg.windows import ImagePart, WindowCache, part_extent, window_starts, window_step
 
     config = validate_config({"name": "t", "dims": 2, "labels": {"background": 0, "a": 1, "b": 2}, "patch_size": [32, 48],
                               "intensity": {"preset": "zscore"}, "network": {"name": "UNet", "params": {"channels": [4, 8], "strides": [2]}},

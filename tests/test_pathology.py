@@ -67,6 +67,8 @@ def test_macenko_recovers_the_stain_vectors_an_image_was_made_with() -> None:
     assert cosines.min() > 0.99
     with pytest.raises(GeometryError, match="stained pixels"):
         macenko(np.full((20, 20, 3), 255, np.uint8))
+    with pytest.raises(GeometryError, match="one colour"):  # one stain colour: H and E cannot be told apart
+        macenko(np.full((20, 20, 3), (60, 40, 120), np.uint8))
 
 
 def test_normalisation_with_slide_statistics_has_no_seams_and_maps_stains_to_the_reference() -> None:

@@ -286,3 +286,12 @@ def test_merge_into_is_validated() -> None:
         PostprocessConfig.from_label_names({"boundary": {"merge_into": "boundary"}}, names)
     with pytest.raises(ConfigError, match="not the default"):
         PostprocessConfig.from_label_names({"default": {"merge_into": "interior"}}, names)
+
+
+def test_split_touching_of_a_mask_filling_the_whole_image_measures_from_the_edge() -> None:
+    """No background pixel at all: distances from the image's edge, not infinite ones (which crashed h_maxima)."""
+    mask = np.zeros((40, 60), np.uint8)
+    mask[:, :] = 1
+    result = postprocess(Image(mask, spacing=(0.5, 0.5)),
+                         {"default": {"split_touching": True, "min_separation": "5 mm"}})
+    assert result.instances.array.min() == 1 and result.n_instances == 1

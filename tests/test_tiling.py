@@ -246,3 +246,24 @@ def test_seam_report_counts_a_nucleus_cut_at_a_seam_but_not_the_models_own_split
     own_tiled[265:272, 10:30] = 2  # 140 px: over 20 %, IoU 0.86 with its untiled twin
     assert seam_report(own_tiled, own_untiled, reference, 256)["split_by_tiling"] == 0
     assert seam_report(untiled, untiled, reference, 256) == {"f1": 1.0, "split_by_tiling": 0, "duplicates": 0}
+
+
+def test_a_tiled_run_with_a_classical_segmenter_imports_no_network_stack(tmp_path: Path) -> None:
+    """he:otsu over an image whose stained pixels have one colour (no stain fit: the default vectors are used);
+    torch and MONAI stay unimported (they cost a classical run hundreds of MB)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np, medseg\n"
+        "from medseg.io.image import Image\n"
+        "from medseg.io.slide import Slide\n"
+        "from medseg.workflows.slide import segment_slide\n"
+        "rgb = np.full((300, 300, 3), 230, np.uint8); rgb[100:120, 100:120] = (60, 40, 120)\n"
+        "image = Image(rgb, spacing=(0.0005, 0.0005), channel_axis=True)\n"
+        f"result = segment_slide(medseg.load_segmenter('he:otsu'), Slide.from_image(image), {str(tmp_path)!r}, "
+        "tissue=False)\n"
+        "print(result.summary['n_cells'], 'torch' in sys.modules, 'monai' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "False", "False"]

@@ -116,7 +116,7 @@ def macenko(
     Raises
     ------
     medseg.errors.GeometryError
-        Fewer than 100 stained pixels to fit.
+        Fewer than 100 stained pixels to fit, or stained pixels of a single colour.
     """
     od = optical_density(_pixels(image)).reshape(-1, 3)
     if mask is not None:
@@ -134,6 +134,9 @@ def macenko(
     v1 = plane @ np.array([np.cos(lo), np.sin(lo)])
     v2 = plane @ np.array([np.cos(hi), np.sin(hi)])
     h, e = (v1, v2) if v1[0] > v2[0] else (v2, v1)  # haematoxylin absorbs more red light
+    if np.linalg.norm(np.cross(h / np.linalg.norm(h), e / np.linalg.norm(e))) < 1e-3:
+        raise GeometryError("the stained pixels have one colour (their extreme stain directions coincide); cannot "
+                            "separate haematoxylin from eosin", getattr(image, "source", None))
     matrix = StainMatrix.from_he(h, e)
     conc = od @ np.linalg.inv(matrix.vectors)
     max_c = np.percentile(conc[:, :2], 99, axis=0)

@@ -8,9 +8,9 @@ object that belongs to a core lies whole inside its window.
 
 For a network that works on the slide's own pixels (no resampling), the
 window is predicted with the *whole image's* sliding windows
-(:class:`medseg.infer.ImagePart`): the tile reads every sliding window that
+(:class:`medseg.windows.ImagePart`): the tile reads every sliding window that
 overlaps its window, and a window shared by neighbouring tiles runs once, its
-output kept in a :class:`medseg.infer.WindowCache` until the last tile that
+output kept in a :class:`medseg.windows.WindowCache` until the last tile that
 needs it is done. The probabilities, and so the labels, are those of
 segmenting the image in one piece, and the network does no more work than
 that would. Tiles are visited column by column within each row of blocks, so
@@ -54,12 +54,12 @@ import numpy as np
 import pandas as pd
 
 from medseg.errors import ReadError
-from medseg.infer import Box, ImagePart, WindowCache, part_extent, window_step
 from medseg.io.image import Image
 from medseg.io.slide import Slide
 from medseg.pathology.morphometry import morphometry
 from medseg.pathology.stain import RUIFROK_HED, StainMatrix
 from medseg.postprocess import PostprocessConfig, postprocess
+from medseg.windows import Box, ImagePart, WindowCache, part_extent, window_step
 
 DEFAULT_WINDOW = 2048  # px: window of a tile by default (core + 2 margins), memory ~ 100 MB for RGB and probabilities
 SEAM_BAND_PX = 8.0
