@@ -176,7 +176,8 @@ def part_probabilities(
                 weights[there] += weight[inside]
                 box = tuple((s, s + r) for s, r in zip(w[2], roi, strict=True))
                 if part.needed_later is not None and part.needed_later(box):
-                    cache.keep(w, logits[w] if w in cache.entries else logits[w].clone())  # not a view of the batch
+                    if w not in cache.entries:
+                        cache.keep(w, logits[w].clone())  # a tensor of its own, not a view of the batch
                 else:
                     cache.drop(w)
             total[0] += torch.softmax(blended / weights, dim=0)
@@ -252,14 +253,20 @@ def predict(
     labels = prep.invert_labels(scores, like=x).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
     if labels.shape != image.shape:  # the inverse is exact by construction; guard against a MONAI regression
         raise RuntimeError(f"inverse preprocessing gave shape {labels.shape}, expected {image.shape}")
-    meta = {**image.meta, "label_names": dict(config.labels), "segmentation_model": config.name}
+    return _prediction(image, labels, lambda: prep.invert(probs, like=x).float().cpu().numpy(), config)
 
-    def native_probabilities() -> Image:
-        native = prep.invert(probs, like=x).float().cpu().numpy()
-        return image.with_array(np.moveaxis(native, 0, -1), intensity_unit="", meta=meta, channel_axis=True)
+
+def _prediction(grid: Image, labels: np.ndarray, probabilities: Callable[[], np.ndarray],
+                config: WorkflowConfig) -> Prediction:
+    """Labels on ``grid`` with the model's label names, and the channel-first ``probabilities`` computed on
+    first access."""
+    meta = {**grid.meta, "label_names": dict(config.labels), "segmentation_model": config.name}
+
+    def channel_last() -> Image:
+        return grid.with_array(np.moveaxis(probabilities(), 0, -1), intensity_unit="", meta=meta, channel_axis=True)
 
     names = {i: n for n, i in config.labels.items() if i}
-    return Prediction(labels=image.with_labels(labels, names, meta=meta), probabilities=native_probabilities)
+    return Prediction(labels=grid.with_labels(labels, names, meta=meta), probabilities=channel_last)
 
 
 def _predict_part(
@@ -280,11 +287,4 @@ def _predict_part(
     labels = first_argmax(scores).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
     region = image.crop([lo - o for (lo, _), o in zip(part.region, part.origin, strict=True)],
                         [hi - o for (_, hi), o in zip(part.region, part.origin, strict=True)])
-    meta = {**image.meta, "label_names": dict(config.labels), "segmentation_model": config.name}
-
-    def region_probabilities() -> Image:
-        return region.with_array(np.moveaxis(probs.float().cpu().numpy(), 0, -1), intensity_unit="", meta=meta,
-                                 channel_axis=True)
-
-    names = {i: n for n, i in config.labels.items() if i}
-    return Prediction(labels=region.with_labels(labels, names, meta=meta), probabilities=region_probabilities)
+    return _prediction(region, labels, lambda: probs.float().cpu().numpy(), config)

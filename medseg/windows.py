@@ -47,9 +47,9 @@ class WindowCache:
     reused: int = 0
 
     def keep(self, key: tuple, logits: torch.Tensor) -> None:
-        """Store ``logits`` (a tensor of their own, not a view) under ``key`` if they fit."""
+        """Store ``logits`` (a tensor of their own, not a view) under a new ``key`` if they fit."""
         size = logits.element_size() * logits.nelement()
-        if key not in self.entries and self.nbytes + size <= self.max_bytes:
+        if self.nbytes + size <= self.max_bytes:
             self.entries[key] = logits
             self.nbytes += size
 
