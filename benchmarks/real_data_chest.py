@@ -102,6 +102,8 @@ def _verdict(name: str, value: float, sense: str) -> str:
 
 def report(rows: pd.DataFrame, n_splits: int, minutes: float, total_min: float, load: tuple[float, float]) -> str:
     """Markdown: one line per split, the mean over every held-out film, and the verdict against the targets."""
+    from medseg.train.dataset import MIN_CASES_TO_HOLD_OUT
+
     lines = ["| split | held-out films | lungs Dice | right lung | left lung | heart Dice | CTR abs. error | training min | epochs |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for split, part in rows.groupby("split", sort=True):
@@ -116,7 +118,8 @@ def report(rows: pd.DataFrame, n_splits: int, minutes: float, total_min: float, 
     verdict = [_verdict("lungs", mean["lungs"], ">="), _verdict("heart", mean["heart"], ">="),
                _verdict("CTR error", mean["ctr_error"], "<=")]
     note = (f"{n_splits} splits, each `medseg train configs/xray_chest.yaml --data dataset.json --max-minutes {minutes:g}` "
-            "on 11 films (training entries only; medseg's own validation cases come from them) and `medseg ctr` on the 3 "
+            f"on 11 films (dataset.json's training entries; under {MIN_CASES_TO_HOLD_OUT} cases medseg trains on all and "
+            "validates on them) and `medseg ctr` on the 3 "
             "held out; Dice per film on the film's grid against the SCR masks, CTR error against the CTR of those masks "
             f"(`medseg.chest`). {total_min:.1f} min end to end{kept}; 1-minute load average {load[0]:.1f} at the start and "
             f"{load[1]:.1f} at the end on {os.cpu_count()} cores.")

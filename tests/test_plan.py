@@ -116,6 +116,18 @@ def test_pooling_rule_by_hand() -> None:
     assert pools_per_axis(np.array([8, 8]), np.array([1.0, 1.0]), 2) == [[2, 2]]
 
 
+def test_the_whole_median_image_is_the_patch_when_it_costs_little_more_than_the_budget() -> None:
+    """A 256 x 256 median image at 1.2x the affordable voxels is taken whole (what inference sees); at 1.4x the
+    patch shrinks."""
+    from medseg.plan.planner import WHOLE_IMAGE_SLACK, fit_patch
+
+    median, spacing = np.array([256, 256]), np.array([1.0, 1.0])
+    patch, levels = fit_patch(median, spacing, 256 * 256 / 1.2, 2)
+    assert patch.tolist() == [256, 256] and len(levels) == 6 and WHOLE_IMAGE_SLACK > 1.2
+    patch, _ = fit_patch(median, spacing, 256 * 256 / 1.4, 2)
+    assert np.prod(patch) < 256 * 256 and (patch <= 256).all()
+
+
 def test_overrides_win_and_are_shown_as_the_users(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     images = [Image(rng.normal(size=(64, 64)).astype(np.float32), spacing=(1.0, 1.0)) for _ in range(2)]

@@ -129,24 +129,28 @@ def test_dataset_description_errors(tmp_path: Path) -> None:
 
 
 def test_validation_split_sources(tmp_path: Path) -> None:
-    ds = _dataset(tmp_path, n=5)
+    from medseg.train.dataset import MIN_CASES_TO_HOLD_OUT
+
+    n = MIN_CASES_TO_HOLD_OUT
+    ds = _dataset(tmp_path, n=n)
     desc = json.loads(ds.read_text())
     split = read_dataset(ds, _config())
-    assert len(split.val) == 1 and len(split.train) == 4 and not set(split.val) & set(split.train)
+    n_val = round(0.2 * n)
+    assert len(split.val) == n_val and len(split.train) == n - n_val and not set(split.val) & set(split.train)
     assert read_dataset(ds, _config(), seed=0).val == split.val  # seeded
 
     for i, e in enumerate(desc["training"]):
         e["fold"] = i % 2
     ds.write_text(json.dumps(desc))
     split = read_dataset(ds, _config(train={"fold": 1}))
-    assert [p[0].name for p in split.val] == ["case_001.nii.gz", "case_003.nii.gz"]
+    assert [p[0].name for p in split.val] == [f"case_{i:03d}.nii.gz" for i in range(1, n, 2)]
     with pytest.raises(ConfigError, match="fold 4 leaves no validation"):
         read_dataset(ds, _config(train={"fold": 4}))
 
     desc["validation"] = [desc["training"].pop()]
     ds.write_text(json.dumps(desc))
     split = read_dataset(ds, _config())
-    assert [p[0].name for p in split.val] == ["case_004.nii.gz"] and len(split.train) == 4
+    assert [p[0].name for p in split.val] == [f"case_{n - 1:03d}.nii.gz"] and len(split.train) == n - 1
 
 
 def test_small_datasets_validate_on_their_training_cases(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ returns a complete :class:`~medseg.config.WorkflowConfig` and one
 2. **patch and network**: the largest patch the budget affords (CPU: at least
    :data:`MIN_STEPS` optimiser steps in the time budget at the measured
    throughput; GPU: the memory), shrunk from the median image shape along its
-   physically longest axis. An axis pools (stride 2) only while its spacing is
+   physically longest axis (the whole median image when it costs at most
+   :data:`WHOLE_IMAGE_SLACK` times that). An axis pools (stride 2) only while its spacing is
    within 2x of the finest current spacing and the bottleneck keeps
    :data:`MIN_BOTTLENECK` voxels; the patch is rounded to a multiple of each
    axis's total stride, so the network divides it by construction. The
@@ -67,6 +68,7 @@ CONTRAST_SHIFT_HU = 80.0  # contrast phases move organ HU by up to this much: CT
 MIN_MIRROR_DICE = 0.65  # radiology mirrors left-right only when every label overlaps its mirror image this much
 BASE_CHANNELS = {"cpu": 16, "cuda": 32}
 MAX_CHANNELS = 320
+WHOLE_IMAGE_SLACK = 1.25  # a patch holding the whole median image may exceed the affordable voxels this much
 USABLE_SHARE = 0.85  # of the budget: the rest is caching, validation and saving
 MIN_BATCH_NORM = 4  # patches per step from which the network batch-normalises (fewer: instance normalisation)
 _LATERAL = re.compile(r"(^|[_\W])(left|right|l|r|lt|rt)([_\W]|$)", re.IGNORECASE)
@@ -210,10 +212,14 @@ def _divisible(patch: np.ndarray, levels: list[list[int]]) -> np.ndarray:
 
 def fit_patch(median_shape: np.ndarray, spacing: np.ndarray, max_voxels: float, dims: int) -> tuple[np.ndarray, list[list[int]]]:
     """The largest patch (at most the median shape, at most ``max_voxels``) and its pooling; divisible by the
-    network's total stride per axis."""
+    network's total stride per axis.
+
+    The whole median image is taken when it costs at most :data:`WHOLE_IMAGE_SLACK` times ``max_voxels``: a
+    patch that sees the whole image trains on what inference sees, which is worth a few fewer steps.
+    """
     patch = median_shape.astype(float).copy()
     floor = 2.0 ** 2 * MIN_BOTTLENECK  # no axis below 16 voxels unless the image is smaller
-    while np.prod(patch) > max_voxels:
+    while np.prod(patch) > max_voxels and np.prod(median_shape) > WHOLE_IMAGE_SLACK * max_voxels:
         extent = patch * spacing
         extent[patch <= floor] = -1  # shrink the physically longest axis that can still shrink
         axis = int(np.argmax(extent))

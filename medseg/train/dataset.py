@@ -32,7 +32,9 @@ from medseg.errors import ConfigError, GeometryError, LabelError, MedsegError
 from medseg.io.image import Image
 from medseg.labelmap import label_values
 
-MIN_CASES_TO_HOLD_OUT = 5  # smaller datasets validate on their training cases
+MIN_CASES_TO_HOLD_OUT = 20
+"""Datasets with fewer cases train on every case and validate on them: each case held out would take 5% or more
+of what the model learns from, and two or three validation cases pick a checkpoint by their noise."""
 
 @dataclass
 class Case:
@@ -131,8 +133,7 @@ def read_dataset(
     training entries whose ``fold`` key equals ``config.train.fold``; a seeded
     random ``config.train.val_fraction`` of the
     cases (at least one). A dataset of fewer than :data:`MIN_CASES_TO_HOLD_OUT`
-    cases validates on its training cases (holding one out would take a third
-    or more of what the model learns from).
+    cases validates on its training cases.
 
     ``spacing_mm`` (mm per image axis) of an entry, else of the whole file,
     states the pixel size of raster images whose files carry none (PNG without
