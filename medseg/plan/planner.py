@@ -219,7 +219,9 @@ def fit_patch(median_shape: np.ndarray, spacing: np.ndarray, max_voxels: float, 
     """
     patch = median_shape.astype(float).copy()
     floor = 2.0 ** 2 * MIN_BOTTLENECK  # no axis below 16 voxels unless the image is smaller
-    while np.prod(patch) > max_voxels and np.prod(median_shape) > WHOLE_IMAGE_SLACK * max_voxels:
+    if np.prod(median_shape) <= WHOLE_IMAGE_SLACK * max_voxels:
+        max_voxels = float(np.prod(median_shape))  # the whole image
+    while np.prod(patch) > max_voxels:
         extent = patch * spacing
         extent[patch <= floor] = -1  # shrink the physically longest axis that can still shrink
         axis = int(np.argmax(extent))

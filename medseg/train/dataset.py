@@ -36,6 +36,7 @@ MIN_CASES_TO_HOLD_OUT = 20
 """Datasets with fewer cases train on every case and validate on them: each case held out would take 5% or more
 of what the model learns from, and two or three validation cases pick a checkpoint by their noise."""
 
+
 @dataclass
 class Case:
     """One labelled training case, read and checked."""
@@ -177,7 +178,7 @@ def read_dataset(
         how = f"fold {fold} of the entries' 'fold' keys"
     elif len(training) < MIN_CASES_TO_HOLD_OUT:
         train, val = training, training
-        how = f"the {len(training)} training case(s) themselves (fewer than {MIN_CASES_TO_HOLD_OUT} to hold one out)"
+        how = f"the {len(training)} training case(s) themselves (fewer than {MIN_CASES_TO_HOLD_OUT}: none held out)"
     else:
         order = np.random.default_rng(seed).permutation(len(training))
         n_val = max(1, round(config.train.val_fraction * len(training)))
