@@ -201,6 +201,12 @@ class InferenceConfig(_Strict):
     fit_window: bool = Field(True, description="along axes where the image is smaller than the patch, shrink the "
                              "window to the image (rounded up to what the network divides) instead of padding "
                              "the image to the patch; imported MONAI bundles pad, as MONAI does")
+    boundary_dynamics: float | None = Field(
+        0.3, gt=0, le=1, description="background/interior/boundary models (label_source instances): objects are "
+        "the pixels whose background probability is below 1/2, separated along the ridges of the boundary "
+        "probability (smoothed over one pixel of the model grid) that rise at least this much above the bottom "
+        "of the shallower side (medseg.postprocess.boundary_watershed); null: every 4-connected interior is an object",
+    )
 
 
 # ---- the workflow ------------------------------------------------------------------------

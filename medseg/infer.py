@@ -12,7 +12,8 @@ The steps for one image (:func:`predict`):
    label indices;
 4. argmax -> a label :class:`~medseg.io.image.Image` on the input's exact grid
    (for background / interior / boundary models: objects wherever the
-   background probability is below 1/2, :func:`object_first_scores`).
+   background probability is below 1/2, separated along the ridges of the
+   boundary probability, :func:`instance_scores`).
 
 Steps 3 and 4 are fused for the label map (:meth:`Preprocessor.invert_labels`:
 on the CPU only voxels at label boundaries are interpolated, giving the same
@@ -209,6 +210,49 @@ def object_first_scores(probs: torch.Tensor) -> torch.Tensor:
     return torch.stack([probs[0], probs[1] + shared, probs[2] + shared])
 
 
+BOUNDARY_SMOOTHING_PX = 1.0
+"""Gaussian sigma (model-grid pixels) applied to the boundary probability before it separates objects: one-pixel
+dips in a ring (a pale nucleus' chromatin) then open no pass of their own."""
+
+
+def instance_scores(probs: torch.Tensor, dynamics: float | None, *, fill_holes: bool = True) -> torch.Tensor:
+    """Scores ``(3, *spatial)`` whose argmax gives background / interior / boundary classes that post-processing
+    (interiors as objects, each boundary ring joining its interior) turns into the model's objects.
+
+    Objects are the pixels whose background probability is below 1/2 (:func:`object_first_scores`); with
+    ``dynamics`` they are, with the cavities they enclose when ``fill_holes`` (a pale nucleus' centre, which the
+    flooding must cross), separated by :func:`medseg.postprocess.boundary_watershed` on the boundary probability,
+    smoothed by :data:`BOUNDARY_SMOOTHING_PX`, and the scores are those objects' classes as training targets
+    encode them (:func:`medseg.labelmap.interior_boundary_classes`): an interior that the network left in pieces
+    is one object, two objects with a ridge between them stay two.
+    """
+    if dynamics is None:
+        return object_first_scores(probs)
+    from scipy.ndimage import gaussian_filter
+
+    from medseg.labelmap import fill_holes as fill_holes_of
+    from medseg.labelmap import interior_boundary_classes
+    from medseg.postprocess import boundary_watershed
+
+    p = probs.float().cpu().numpy()
+    objects = fill_holes_of(p[0] < 0.5) if fill_holes else p[0] < 0.5
+    ridges = gaussian_filter(p[2], BOUNDARY_SMOOTHING_PX)
+    classes = interior_boundary_classes(boundary_watershed(objects, ridges, dynamics))
+    one_hot = np.stack([classes == k for k in range(3)]).astype(np.float32)
+    return torch.from_numpy(one_hot).to(device=probs.device, dtype=probs.dtype)
+
+
+def _decoded(probs: torch.Tensor, config: WorkflowConfig) -> torch.Tensor:
+    """The scores whose argmax is the label map: the probabilities, or for an interior/boundary model
+    :func:`instance_scores` (cavities filled as the workflow's interior rule fills them; without one, as
+    :data:`medseg.workflows.case.INSTANCE_AWARE_RULES` do)."""
+    if config.label_source != "instances":
+        return probs
+    interior = (config.postprocess or {}).get("interior")
+    fill = True if interior is None else bool(interior.get("fill_holes", False))
+    return instance_scores(probs, config.inference.boundary_dynamics, fill_holes=fill)
+
+
 def _label_dtype(n_labels: int) -> np.dtype:
     return np.dtype(np.uint8 if n_labels <= 256 else np.uint16)
 
@@ -249,7 +293,7 @@ def predict(
     if part is not None:
         return _predict_part(network, config, image, x, part, mirror)
     probs = sliding_window_probabilities(network, x[None], config, mirror_axes=mirror)[0]
-    scores = object_first_scores(probs) if config.label_source == "instances" else probs
+    scores = _decoded(probs, config)
     labels = prep.invert_labels(scores, like=x).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
     if labels.shape != image.shape:  # the inverse is exact by construction; guard against a MONAI regression
         raise RuntimeError(f"inverse preprocessing gave shape {labels.shape}, expected {image.shape}")
@@ -283,7 +327,7 @@ def _predict_part(
     if tuple(x.shape[1:]) != image.shape:
         raise ValueError(f"model {config.name!r} resamples its input: a part cannot be predicted on its own")
     probs = part_probabilities(network, x[None], config, part, mirror_axes=mirror)[0]
-    scores = object_first_scores(probs) if config.label_source == "instances" else probs
+    scores = _decoded(probs, config)
     labels = first_argmax(scores).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
     region = image.crop([lo - o for (lo, _), o in zip(part.region, part.origin, strict=True)],
                         [hi - o for (_, hi), o in zip(part.region, part.origin, strict=True)])

@@ -11,6 +11,7 @@ imports only :mod:`medseg.io.image` and :mod:`medseg.errors`):
   into runs of equal values along its fastest memory axis, reduced per label
   (voxel count, index sums, bounding box) in one threaded pass;
 * :func:`label_components`: connected components (cc3d); :func:`fill_holes`: enclosed background filled;
+* :func:`interior_boundary_classes`: an instance map as background / interior / boundary classes;
 * :func:`length_unit`, :func:`unit_scale`: the unit lengths are reported in (mm, um, px).
 """
 
@@ -477,3 +478,23 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     background, _ = label_components(framed, CONNECTIVITY[mask.ndim][0])
     filled = background[inner] != background[(0,) * mask.ndim]
     return filled.T if fortran else filled
+
+
+def interior_boundary_classes(instances: np.ndarray) -> np.ndarray:
+    """``uint8`` classes of an instance map: 0 background, 1 object interior, 2 object boundary.
+
+    The boundary is each object's own outermost pixels: those with a face neighbour (4 in 2D, 6 in 3D) inside
+    the array that holds another value, so touching objects stay apart by a ring each. Equals
+    ``skimage.segmentation.find_boundaries(instances, connectivity=1, mode="inner")`` on the objects.
+    """
+    instances = np.asarray(instances)
+    classes = (instances > 0).astype(np.uint8)
+    edge = np.zeros(instances.shape, bool)
+    for axis in range(instances.ndim):
+        lo = (slice(None),) * axis + (slice(None, -1),)
+        hi = (slice(None),) * axis + (slice(1, None),)
+        differs = instances[lo] != instances[hi]
+        edge[lo] |= differs
+        edge[hi] |= differs
+    classes[edge & (instances > 0)] = 2
+    return classes

@@ -289,6 +289,37 @@ def test_object_first_scores_call_objects_where_background_is_below_half() -> No
     assert (labels > 0).sum() > (first_argmax(probs).numpy() > 0).sum()  # plain argmax shrinks objects
 
 
+def test_instance_scores_join_an_interior_in_pieces_and_keep_touching_objects_apart() -> None:
+    import torch
+    from scipy import ndimage
+
+    from medseg.infer import instance_scores
+    from medseg.labelmap import interior_boundary_classes
+    from medseg.postprocess import postprocess
+    from medseg.preprocess import first_argmax
+
+    yy, xx = np.mgrid[:40, :70]
+    left, right = np.hypot(yy - 20, xx - 18) < 12, np.hypot(yy - 20, xx - 40) < 12
+    truth = np.where(left, 1, np.where(right, 2, 0))
+    left, right = truth == 1, truth == 2
+    classes = interior_boundary_classes(truth)
+    pale = left & (np.abs(xx - 18) < 8) & (xx % 4 == 0)  # a pale nucleus: the network calls some chromatin edges
+    classes[pale] = 2
+    probs = np.stack([classes == k for k in range(3)]).astype(np.float32) * 0.9 + 0.1 / 3
+    probs = ndimage.gaussian_filter(probs, (0, 0.7, 0.7))
+    scores = torch.from_numpy(probs / probs.sum(0))
+    def objects(dynamics: float | None) -> np.ndarray:
+        labels = first_argmax(instance_scores(scores, dynamics)).numpy()
+        return postprocess(Image(labels, spacing_known=False), {
+            "labels": {1: {"min_size": "10 px", "fill_holes": True, "connectivity": 4}, 2: {"merge_into": 1}}}).instances.array
+
+    joined, pieces = objects(0.3), objects(None)
+    inner = ndimage.binary_erosion(left, iterations=2), ndimage.binary_erosion(right, iterations=2)
+    assert [len(np.unique(joined[part])) for part in inner] == [1, 1]  # a ring pixel may go to either neighbour
+    assert joined[inner[0]].min() > 0 and joined[inner[0]][0] != joined[inner[1]][0]
+    assert len(np.unique(pieces[inner[0] & (pieces > 0)])) > 1  # 4-connected interiors: the pale nucleus in pieces
+
+
 def test_window_shrinks_to_a_thin_image_rounded_to_what_the_network_divides() -> None:
     from medseg.infer import sliding_window_probabilities, window_size
     from medseg.models.networks import size_divisor

@@ -295,3 +295,54 @@ def test_split_touching_of_a_mask_filling_the_whole_image_measures_from_the_edge
     result = postprocess(Image(mask, spacing=(0.5, 0.5)),
                          {"default": {"split_touching": True, "min_separation": "5 mm"}})
     assert result.instances.array.min() == 1 and result.n_instances == 1
+
+
+def _ridge_field(ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two touching discs (one object mask) whose boundary map is 0 inside, 1 on the outer rim, and ``ridge``
+    along the line where they touch; the left disc has a shallow dip pattern (0.1 bumps) of its own."""
+    yy, xx = np.mgrid[:40, :60]
+    left, right = np.hypot(yy - 20, xx - 20) < 12, np.hypot(yy - 20, xx - 40) < 12
+    objects = left | right
+    elevation = np.zeros(objects.shape)
+    elevation[~ndimage.binary_erosion(objects)] = 1.0
+    elevation[objects & (xx == 30)] = ridge
+    elevation[left & (xx % 4 == 0) & (np.abs(xx - 20) < 8)] = 0.1  # pale chromatin: low walls inside one nucleus
+    return objects, elevation
+
+
+@pytest.mark.parametrize(("ridge", "dynamics", "expected"), [(0.6, 0.3, 2), (0.2, 0.3, 1), (0.6, 0.05, None)])
+def test_boundary_watershed_splits_at_ridges_deeper_than_the_dynamics(ridge: float, dynamics: float,
+                                                                     expected: int | None) -> None:
+    from medseg.postprocess import boundary_watershed
+
+    objects, elevation = _ridge_field(ridge)
+    found = boundary_watershed(objects, elevation, dynamics)
+    assert np.array_equal(found > 0, objects)
+    n = len(np.unique(found[objects]))
+    if expected is None:  # walls of 0.1 are deeper than 0.05: the left disc stays in pieces
+        assert n > 2
+    else:
+        assert n == expected
+        if expected == 2:
+            xx = np.mgrid[:40, :60][1]
+            assert len(np.unique(found[objects & (xx < 28)])) == 1 and len(np.unique(found[objects & (xx > 32)])) == 1
+
+
+def test_boundary_watershed_agrees_with_flooding_from_h_minima() -> None:
+    from skimage.morphology import h_minima
+    from skimage.segmentation import watershed
+
+    from medseg.metrics.instances import instance_metrics
+    from medseg.postprocess import boundary_watershed
+
+    rng = np.random.default_rng(1)
+    ajis = []
+    for trial in range(4):
+        field = ndimage.gaussian_filter(rng.random((80, 90)), 3)
+        field = (field - field.min()) / np.ptp(field)
+        objects = ndimage.gaussian_filter(rng.random((80, 90)), 6) > 0.5 if trial % 2 else np.ones((80, 90), bool)
+        found = boundary_watershed(objects, field, 0.1)
+        raised = np.where(objects, field, 2.0)
+        markers, _ = ndimage.label(h_minima(raised, 0.1).astype(bool) & objects)
+        ajis.append(instance_metrics(found.astype(np.int64), watershed(raised, markers, mask=objects), iou_threshold=0.5)["aji"])
+    assert min(ajis) > 0.85 and np.mean(ajis) > 0.95, ajis  # ties on plateaus may go either way

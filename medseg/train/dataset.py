@@ -30,7 +30,7 @@ from medseg._files import read_json
 from medseg.config import WorkflowConfig
 from medseg.errors import ConfigError, GeometryError, LabelError, MedsegError
 from medseg.io.image import Image
-from medseg.labelmap import label_values
+from medseg.labelmap import interior_boundary_classes, label_values
 
 MIN_CASES_TO_HOLD_OUT = 20
 """Datasets with fewer cases train on every case and validate on them: each case held out would take 5% or more
@@ -246,12 +246,7 @@ def training_targets(label: np.ndarray, label_source: str) -> np.ndarray:
         return label
     if label_source == "binary":
         return (label != 0).astype(np.uint8)
-    from skimage.segmentation import find_boundaries
-
-    inst = np.asarray(label).astype(np.int64, copy=False)
-    targets = (inst > 0).astype(np.uint8)
-    targets[find_boundaries(inst, connectivity=1, mode="inner") & (inst > 0)] = 2
-    return targets
+    return interior_boundary_classes(label)
 
 
 def check_case(image: Image, label: Image, config: WorkflowConfig, label_path: Path) -> tuple[Image, list[str]]:
