@@ -480,6 +480,13 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return filled.T if fortran else filled
 
 
+def face_neighbour_slices(ndim: int) -> list[tuple[tuple[slice, ...], tuple[slice, ...]]]:
+    """Per axis, the slices ``(lo, hi)`` that pair every array element with its face neighbour one step further
+    along that axis: ``a[lo]`` and ``a[hi]`` are the two sides of every face."""
+    return [((slice(None),) * axis + (slice(None, -1),), (slice(None),) * axis + (slice(1, None),))
+            for axis in range(ndim)]
+
+
 def interior_boundary_classes(instances: np.ndarray) -> np.ndarray:
     """``uint8`` classes of an instance map: 0 background, 1 object interior, 2 object boundary.
 
@@ -490,9 +497,7 @@ def interior_boundary_classes(instances: np.ndarray) -> np.ndarray:
     instances = np.asarray(instances)
     classes = (instances > 0).astype(np.uint8)
     edge = np.zeros(instances.shape, bool)
-    for axis in range(instances.ndim):
-        lo = (slice(None),) * axis + (slice(None, -1),)
-        hi = (slice(None),) * axis + (slice(1, None),)
+    for lo, hi in face_neighbour_slices(instances.ndim):
         differs = instances[lo] != instances[hi]
         edge[lo] |= differs
         edge[hi] |= differs

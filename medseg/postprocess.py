@@ -39,6 +39,7 @@ from medseg.labelmap import (
     CONNECTIVITY,
     as_label_map,
     connectivity_for,
+    face_neighbour_slices,
     fill_holes,
     label_components,
     label_runs,
@@ -465,9 +466,7 @@ def boundary_watershed(objects: np.ndarray, boundary: np.ndarray, dynamics: floa
     if n < 2:
         return basins
     first, second, passes = [], [], []
-    for axis in range(basins.ndim):  # face neighbours in two basins; their pass is the higher of the two
-        lo = (slice(None),) * axis + (slice(None, -1),)
-        hi = (slice(None),) * axis + (slice(1, None),)
+    for lo, hi in face_neighbour_slices(basins.ndim):  # face neighbours in two basins; the pass is the higher one
         a, b = basins[lo], basins[hi]
         cross = (a != b) & (a > 0) & (b > 0)
         first.append(np.minimum(a[cross], b[cross]))
