@@ -343,3 +343,17 @@ def test_microscopy_turns_only_square_patches() -> None:
                                                throughput=FAST_CPU).config)
         assert (config.patch_size[0] == config.patch_size[1]) == turned and config.augment.rotate90 == turned
         assert config.augment.flip_axes == [0, 1]
+
+
+def test_throughput_probe_takes_the_median_step() -> None:
+    """One optimiser step stalled by another process (ten times slower) does not change the measured step time."""
+    from medseg.plan.planner import PROBE_STEPS, PROBE_WARMUP, median_step_seconds
+
+    now, calls = [0.0], []
+
+    def step() -> None:
+        calls.append(1)
+        now[0] += 1.0 if len(calls) == PROBE_WARMUP + 2 else 0.1  # the second timed step stalls
+
+    assert median_step_seconds(step, clock=lambda: now[0]) == pytest.approx(0.1)
+    assert len(calls) == PROBE_WARMUP + PROBE_STEPS

@@ -48,7 +48,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,8 @@ BASE_CHANNELS = {"cpu": 16, "cuda": 32}
 MAX_CHANNELS = 320
 WHOLE_IMAGE_SLACK = 1.25  # a patch holding the whole median image may exceed the affordable voxels this much
 USABLE_SHARE = 0.85  # of the budget: the rest is caching, validation and saving
+PROBE_WARMUP, PROBE_STEPS = 2, 7  # untimed and timed optimiser steps of the throughput probe
+PROBE_PATCH = {2: (192, 192), 3: (48, 48, 48)}  # about the size of a planned CPU patch: less timer jitter per step
 MIN_BATCH_NORM = 4  # patches per step from which the network batch-normalises (fewer: instance normalisation)
 _LATERAL = re.compile(r"(^|[_\W])(left|right|l|r|lt|rt)([_\W]|$)", re.IGNORECASE)
 
@@ -144,32 +146,43 @@ def network_norm(batch: int) -> str:
 def measure_throughput(dims: int, device: str, in_channels: int = 1, n_labels: int = 2, norm: str = "instance") -> float:
     """Training throughput of the base planned network on ``device``: patch voxels x batch per second.
 
-    Times two optimiser steps (after one warm-up) of a MONAI UNet with the
-    planner's base channels on a batch of two reference patches (128x128 or
-    32x32x32); the step time grows about linearly with the patch voxels.
+    Times :data:`PROBE_STEPS` optimiser steps (after :data:`PROBE_WARMUP` untimed ones) of a MONAI UNet with
+    the planner's base channels on a batch of two reference patches (:data:`PROBE_PATCH`) and takes the median
+    step, so that one step slowed by another process does not shrink the plan; the step time grows about
+    linearly with the patch voxels.
     """
     import torch
     from monai.networks.nets import UNet
 
     base = BASE_CHANNELS["cuda" if device == "cuda" else "cpu"]
-    patch = (128, 128) if dims == 2 else (32, 32, 32)
+    patch = PROBE_PATCH[dims]
     net = UNet(dims, in_channels, n_labels, channels=[base * 2**i for i in range(4)], strides=[2, 2, 2],
                num_res_units=2, norm=norm).to(device)
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
     x = torch.randn(2, in_channels, *patch, device=device)
     y = torch.randint(0, n_labels, (2, *patch), device=device)
     loss_fn = torch.nn.CrossEntropyLoss()
-    for i in range(3):
-        if i == 1:
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
+
+    def step() -> None:
         opt.zero_grad()
         loss_fn(net(x), y).backward()
         opt.step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 2 * math.prod(patch) * 2 / (time.perf_counter() - t0)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return 2 * math.prod(patch) / median_step_seconds(step)
+
+
+def median_step_seconds(step: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median seconds of :data:`PROBE_STEPS` calls of ``step`` after :data:`PROBE_WARMUP` untimed ones."""
+    for _ in range(PROBE_WARMUP):
+        step()
+    seconds = []
+    for _ in range(PROBE_STEPS):
+        t0 = clock()
+        step()
+        seconds.append(clock() - t0)
+    return float(np.median(seconds))
 
 
 # ---- the rules -------------------------------------------------------------------------------------------------
