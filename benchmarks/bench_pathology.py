@@ -229,7 +229,7 @@ def overhead(work: Path, image: Image, model_dir: Path, name: str) -> dict[str, 
 
     import torch
 
-    from medseg.infer import sliding_window_probabilities
+    from medseg.infer import sliding_window_probabilities, turns_at_test_time
     from medseg.pathology.segmenters import with_reference
     from medseg.preprocess import Preprocessor
     from medseg.workflows.slide import segment_slide
@@ -238,6 +238,7 @@ def overhead(work: Path, image: Image, model_dir: Path, name: str) -> dict[str, 
     frozen = with_reference(model, image)
     config = frozen.config
     mirror = list(config.augment.flip_axes) if config.inference.tta else []
+    turns = config.inference.tta and turns_at_test_time(config)
     x = Preprocessor(config)(image)[None].as_tensor()
     sliding_window_probabilities(frozen.networks, x[..., :256, :256], config)  # warm-up
     path = save_pyramid(image, work / "overhead.tif")
@@ -245,7 +246,7 @@ def overhead(work: Path, image: Image, model_dir: Path, name: str) -> dict[str, 
     for _ in range(3):  # best of 3: the machine is shared
         t0 = time.perf_counter()
         with torch.inference_mode():
-            sliding_window_probabilities(frozen.networks, x, config, mirror_axes=mirror)
+            sliding_window_probabilities(frozen.networks, x, config, mirror_axes=mirror, turns=turns)
         bare = min(bare, time.perf_counter() - t0)
         shutil.rmtree(work / "overhead", ignore_errors=True)
         t0 = time.perf_counter()

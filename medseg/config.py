@@ -197,7 +197,8 @@ class InferenceConfig(_Strict):
     overlap: float = Field(0.5, ge=0, lt=1)
     sw_batch_size: int = Field(4, ge=1)
     blend: Literal["gaussian", "constant"] = "gaussian"
-    tta: bool = Field(False, description="average predictions mirrored along augment.flip_axes")
+    tta: bool = Field(False, description="average predictions mirrored along augment.flip_axes and, for models "
+                      "trained with 90-degree turns of square patches (augment.rotate90), turned as well")
     fit_window: bool = Field(True, description="along axes where the image is smaller than the patch, shrink the "
                              "window to the image (rounded up to what the network divides) instead of padding "
                              "the image to the patch; imported MONAI bundles pad, as MONAI does")

@@ -28,6 +28,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -67,6 +68,43 @@ def mirror_axes_sets(axes: list[int]) -> list[tuple[int, ...]]:
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
+@dataclass(frozen=True)
+class View:
+    """One copy of the image that test-time augmentation predicts: mirrored along the spatial axes ``flip``,
+    then, when ``turned``, with spatial axes 0 and 1 swapped (with the mirrorings of both axes, the eight
+    90-degree turns and mirror images of a plane)."""
+
+    flip: tuple[int, ...] = ()
+    turned: bool = False
+
+    def apply(self, t: torch.Tensor) -> torch.Tensor:
+        """The view of a batch ``(B, C, *spatial)``."""
+        t = torch.flip(t, [a + 2 for a in self.flip]) if self.flip else t
+        return t.transpose(2, 3) if self.turned else t
+
+    def undo(self, t: torch.Tensor) -> torch.Tensor:
+        """A prediction ``(B, C, *spatial)`` of the view, back in the image's frame."""
+        t = t.transpose(2, 3) if self.turned else t
+        return torch.flip(t, [a + 2 for a in self.flip]) if self.flip else t
+
+
+def tta_views(mirror_axes: Sequence[int] = (), turns: bool = False) -> list[View]:
+    """The views averaged by test-time augmentation (the image itself first): every mirroring along
+    ``mirror_axes``, each also turned when ``turns``."""
+    return [View(flip, turned) for turned in ((False, True) if turns else (False,))
+            for flip in mirror_axes_sets(list(mirror_axes))]
+
+
+def turns_at_test_time(config: WorkflowConfig) -> bool:
+    """Whether test-time augmentation also swaps spatial axes 0 and 1: the model was trained on patches turned by
+    90 degrees (``augment.rotate90``, square patches) and its network divides both axes alike."""
+    from medseg.models.networks import size_divisor
+
+    divisor = size_divisor(config)
+    return bool(config.augment.rotate90 and config.dims >= 2 and config.patch_size[0] == config.patch_size[1]
+                and divisor[0] == divisor[1])
+
+
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[None]:
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
@@ -79,6 +117,7 @@ def sliding_window_probabilities(
     config: WorkflowConfig,
     *,
     mirror_axes: list[int] | None = None,
+    turns: bool = False,
     amp: bool = True,
 ) -> torch.Tensor:
     """Class probabilities ``(1, n_labels, *spatial)`` for a preprocessed batch ``x`` of one image.
@@ -93,29 +132,28 @@ def sliding_window_probabilities(
     mirror_axes : list of int, optional
         Spatial axes to mirror for test-time augmentation; the softmax outputs
         of every mirrored copy (flipped back) are averaged.
+    turns : bool
+        Also average the copies with spatial axes 0 and 1 swapped (:func:`turns_at_test_time`).
     """
     inf = config.inference
     x = x.as_tensor() if isinstance(x, MetaTensor) else x  # plain tensors: MetaTensor bookkeeping per patch is slow
     networks = list(network) if isinstance(network, Sequence) else [network]
     total = None
-    roi = window_size(config, tuple(x.shape[2:]))
-    flips = mirror_axes_sets(mirror_axes or [])
+    views = tta_views(mirror_axes or [], turns)
     with torch.inference_mode(), _autocast(x.device, amp and config.amp):
-        for net, flip in itertools.product(networks, flips):
-            dims = [a + 2 for a in flip]
-            xin = torch.flip(x, dims) if dims else x
+        for net, view in itertools.product(networks, views):
+            xin = view.apply(x)
             logits = sliding_window_inference(
                 xin,
-                roi_size=roi,
+                roi_size=window_size(config, tuple(xin.shape[2:])),
                 sw_batch_size=inf.sw_batch_size,
                 predictor=net,
                 overlap=inf.overlap,
                 mode=inf.blend,
             )
-            probs = torch.softmax(logits.float(), dim=1)
-            probs = torch.flip(probs, dims) if dims else probs
+            probs = view.undo(torch.softmax(logits.float(), dim=1))
             total = probs if total is None else total.add_(probs)
-        runs = len(networks) * len(flips)
+        runs = len(networks) * len(views)
         return total if runs == 1 else total.div_(runs)
 
 
@@ -129,10 +167,11 @@ def part_probabilities(
     part: ImagePart,
     *,
     mirror_axes: list[int] | None = None,
+    turns: bool = False,
     amp: bool = True,
 ) -> torch.Tensor:
     """Class probabilities ``(1, n_labels, *region)`` of ``part.region``, as :func:`sliding_window_probabilities`
-    of the whole image gives them there (the same windows, Gaussian blending, mirrorings and networks).
+    of the whole image gives them there (the same windows, Gaussian blending, test-time views and networks).
 
     ``x`` is the preprocessed piece ``(1, channels, *piece)`` at ``part.origin``. Windows found in
     ``part.cache`` are not run again.
@@ -148,22 +187,21 @@ def part_probabilities(
     region_shape = [hi - lo for lo, hi in part.region]
     cache = part.cache if part.cache is not None else WindowCache(max_bytes=0)
     total = torch.zeros((1, config.n_labels, *region_shape), device=x.device)
-    flips = mirror_axes_sets(mirror_axes or [])
+    views = tta_views(mirror_axes or [], turns)
     with torch.inference_mode(), _autocast(x.device, amp and config.amp):
-        for (k, net), flip in itertools.product(enumerate(networks), flips):
-            axes = [part_windows(n, r, s, lo, hi, a in flip)
+        for (k, net), view in itertools.product(enumerate(networks), views):
+            # a turned view's windows are the image's own (its window and steps are the same along both axes)
+            axes = [part_windows(n, r, s, lo, hi, a in view.flip)
                     for a, (n, r, s, (lo, hi)) in enumerate(zip(part.shape, roi, steps, part.region, strict=True))]
-            windows = [(k, flip, starts) for starts in itertools.product(*axes)]
+            windows = [(k, view, starts) for starts in itertools.product(*axes)]
             logits = {w: cache.entries[w] for w in windows if w in cache.entries}
             cache.reused += len(logits)
             todo = [w for w in windows if w not in logits]
-            dims = [a + 2 for a in flip]
             for i in range(0, len(todo), inf.sw_batch_size):
                 batch = todo[i: i + inf.sw_batch_size]
                 patches = torch.stack([x[(0, slice(None), *(slice(s - o, s - o + r) for s, o, r in
                                                          zip(w[2], part.origin, roi, strict=True)))] for w in batch])
-                out = net(torch.flip(patches, dims) if dims else patches).float()
-                out = torch.flip(out, dims) if dims else out
+                out = view.undo(net(view.apply(patches)).float())
                 logits.update(zip(batch, out, strict=True))
             cache.computed += len(todo)
             blended = torch.zeros((config.n_labels, *region_shape), device=x.device)
@@ -182,7 +220,7 @@ def part_probabilities(
                 else:
                     cache.drop(w)
             total[0] += torch.softmax(blended / weights, dim=0)
-    runs = len(networks) * len(flips)
+    runs = len(networks) * len(views)
     return total if runs == 1 else total.div_(runs)
 
 
@@ -288,11 +326,12 @@ def predict(
     """
     use_tta = config.inference.tta if tta is None else tta
     mirror = config.augment.flip_axes if use_tta else []
+    turns = use_tta and turns_at_test_time(config)
     prep = Preprocessor(config)
     x = prep(image, device)
     if part is not None:
-        return _predict_part(network, config, image, x, part, mirror)
-    probs = sliding_window_probabilities(network, x[None], config, mirror_axes=mirror)[0]
+        return _predict_part(network, config, image, x, part, mirror, turns)
+    probs = sliding_window_probabilities(network, x[None], config, mirror_axes=mirror, turns=turns)[0]
     scores = _decoded(probs, config)
     labels = prep.invert_labels(scores, like=x).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
     if labels.shape != image.shape:  # the inverse is exact by construction; guard against a MONAI regression
@@ -320,13 +359,14 @@ def _predict_part(
     x: MetaTensor,
     part: ImagePart,
     mirror: list[int],
+    turns: bool,
 ) -> Prediction:
     """:func:`predict` of ``part.region`` of the whole image, from ``image``, the piece at ``part.origin``."""
     from medseg.preprocess import first_argmax
 
     if tuple(x.shape[1:]) != image.shape:
         raise ValueError(f"model {config.name!r} resamples its input: a part cannot be predicted on its own")
-    probs = part_probabilities(network, x[None], config, part, mirror_axes=mirror)[0]
+    probs = part_probabilities(network, x[None], config, part, mirror_axes=mirror, turns=turns)[0]
     scores = _decoded(probs, config)
     labels = first_argmax(scores).cpu().numpy().astype(_label_dtype(config.n_labels), copy=False)
     region = image.crop([lo - o for (lo, _), o in zip(part.region, part.origin, strict=True)],

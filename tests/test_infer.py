@@ -361,6 +361,35 @@ def test_segment_command_applies_the_workflow_rules_unless_told_not_to(sample_da
     assert model.postprocess and (cleaned != raw).any()  # the committed model's rules change its map here
 
 
+def test_turned_test_time_views_average_the_eight_turns_and_tiles_reproduce_them() -> None:
+    """A model trained with 90-degree turns of square patches averages its predictions over the eight turns and
+    mirror images of the plane: the same as predicting the four mirrorings of the image and of its transpose
+    (turned back); tiles predicted from the image-wide windows give the same probabilities."""
+    from medseg.infer import part_probabilities, sliding_window_probabilities, turns_at_test_time
+    from medseg.windows import ImagePart, WindowCache, part_extent, window_step
+
+    config = validate_config({"name": "t", "dims": 2, "labels": {"background": 0, "a": 1}, "patch_size": [32, 32],
+                              "intensity": {"preset": "zscore"}, "network": {"name": "UNet", "params": {"channels": [4, 8], "strides": [2]}},
+                              "augment": {"flip_axes": [0, 1], "rotate90": True}, "inference": {"overlap": 0.3, "tta": True}})
+    assert turns_at_test_time(config)
+    assert not turns_at_test_time(config.model_copy(update={"augment": config.augment.model_copy(update={"rotate90": False})}))
+    torch.manual_seed(1)
+    net = build_network(config).eval()
+    x = torch.randn(1, 1, 70, 45)
+    turned = sliding_window_probabilities(net, x, config, mirror_axes=[0, 1], turns=True)
+    plain = sliding_window_probabilities(net, x, config, mirror_axes=[0, 1])
+    of_transpose = sliding_window_probabilities(net, x.transpose(2, 3), config, mirror_axes=[0, 1]).transpose(2, 3)
+    assert torch.allclose(turned, (plain + of_transpose) / 2, atol=1e-6)
+    assert not torch.allclose(turned, plain, atol=1e-3)  # the untrained network is not turn-invariant
+    steps = [window_step(config, 32, n) for n in (70, 45)]
+    for region in (((0, 30), (0, 45)), ((30, 70), (0, 20)), ((30, 70), (20, 45))):
+        (rx0, rx1), (ry0, ry1) = part_extent((70, 45), (32, 32), steps, region, (True, True))
+        part = ImagePart((70, 45), (rx0, ry0), region, WindowCache(), None)
+        got = part_probabilities(net, x[..., rx0:rx1, ry0:ry1], config, part, mirror_axes=[0, 1], turns=True)
+        (x0, x1), (y0, y1) = region
+        assert torch.allclose(got, turned[..., x0:x1, y0:y1], atol=1e-5), region
+
+
 @pytest.mark.parametrize("blend", ["gaussian", "constant"])
 def test_parts_predicted_with_the_whole_images_windows_equal_the_whole_image_and_run_each_window_once(
     blend: str,

@@ -332,17 +332,25 @@ def test_a_budget_too_short_for_one_epoch_is_a_warning_in_the_plan() -> None:
         plan_workflow(_fingerprint(images, labels), minutes=0, device="cpu", throughput=10.0)
 
 
-def test_microscopy_turns_only_square_patches() -> None:
+def test_microscopy_patches_are_square_and_turned_whatever_the_images_aspect() -> None:
+    """A slide has no sides: 2D microscopy patches are square (at most the shorter side, 48 px, of a 48 x 96 image)
+    so that training turns them by 90 degrees and test-time augmentation averages the eight turns."""
+    from medseg.infer import turns_at_test_time
+
     rng = np.random.default_rng(10)
-    for shape, turned in (((48, 96), False), ((96, 96), True)):
+    for shape in ((48, 96), (96, 96)):
         images = [Image(rng.normal(size=shape).astype(np.float32), spacing=(0.0005, 0.0005)) for _ in range(2)]
         labels = [np.zeros(shape, np.uint8) for _ in range(2)]
         for lab in labels:
             lab[19:29, 20:30] = 1
         config = validate_config(plan_workflow(_fingerprint(images, labels), {"modality": "fluorescence"}, minutes=5,
                                                throughput=FAST_CPU).config)
-        assert (config.patch_size[0] == config.patch_size[1]) == turned and config.augment.rotate90 == turned
-        assert config.augment.flip_axes == [0, 1]
+        assert config.patch_size == [min(shape)] * 2 and config.augment.rotate90
+        assert config.augment.flip_axes == [0, 1] and config.inference.tta and turns_at_test_time(config)
+    # radiographs keep the image's aspect (no turns: a chest has an up and a down)
+    dx = [Image(rng.normal(size=(48, 96)).astype(np.float32), spacing=(0.5, 0.5), modality="DX") for _ in range(2)]
+    config = validate_config(plan_workflow(_fingerprint(dx, labels), minutes=5, throughput=FAST_CPU).config)
+    assert config.patch_size == [48, 96] and not config.augment.rotate90
 
 
 def test_throughput_probe_takes_the_median_step() -> None:

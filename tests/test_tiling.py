@@ -94,8 +94,9 @@ def test_fluorescence_mosaic_tiled_equals_untiled_without_split_or_duplicate_nuc
     tiled = open_slide(result.outputs["labels"]).read_region((0, 0), (512, 512)).array
     report = seam_report(tiled, untiled_instances(model, image), reference, 256)
     assert report["f1"] == 1.0 and report["split_by_tiling"] == 0 and report["duplicates"] == 0, report
-    # the image-wide grid: 5 x 5 windows of 128 px every 96 px, once per mirroring (4 with TTA); each runs once
-    assert result.summary["sliding_windows"]["run"] == 25 * (4 if tta else 1)
+    # the image-wide grid: 5 x 5 windows of 128 px every 96 px, once per test-time view (with TTA the four mirrorings,
+    # each also turned: the model was trained with 90-degree turns of its square patches); each runs once
+    assert result.summary["sliding_windows"]["run"] == 25 * (8 if tta else 1)
     assert result.summary["sliding_windows"]["reused"] > 0
     cells = pd.read_csv(result.outputs["cells"])
     assert len(cells) == tiled.max() and cells.id.is_unique and result.summary["tiles"]["total"] == 4

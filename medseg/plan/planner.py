@@ -15,7 +15,8 @@ returns a complete :class:`~medseg.config.WorkflowConfig` and one
    :data:`MIN_STEPS` optimiser steps in the time budget at the measured
    throughput; GPU: the memory), shrunk from the median image shape along its
    physically longest axis (the whole median image when it costs at most
-   :data:`WHOLE_IMAGE_SLACK` times that). An axis pools (stride 2) only while its spacing is
+   :data:`WHOLE_IMAGE_SLACK` times that); square for 2D microscopy, whose
+   patches are turned by 90 degrees in training. An axis pools (stride 2) only while its spacing is
    within 2x of the finest current spacing and the bottleneck keeps
    :data:`MIN_BOTTLENECK` voxels; the patch is rounded to a multiple of each
    axis's total stride, so the network divides it by construction. The
@@ -223,24 +224,31 @@ def _divisible(patch: np.ndarray, levels: list[list[int]]) -> np.ndarray:
     return (np.ceil(patch / total) * total).astype(int)
 
 
-def fit_patch(median_shape: np.ndarray, spacing: np.ndarray, max_voxels: float, dims: int) -> tuple[np.ndarray, list[list[int]]]:
+def fit_patch(median_shape: np.ndarray, spacing: np.ndarray, max_voxels: float, dims: int, *,
+              square: bool = False) -> tuple[np.ndarray, list[list[int]]]:
     """The largest patch (at most the median shape, at most ``max_voxels``) and its pooling; divisible by the
     network's total stride per axis.
 
     The whole median image is taken when it costs at most :data:`WHOLE_IMAGE_SLACK` times ``max_voxels``: a
-    patch that sees the whole image trains on what inference sees, which is worth a few fewer steps.
+    patch that sees the whole image trains on what inference sees, which is worth a few fewer steps. With
+    ``square`` (2D images without sides, whose patches are turned by 90 degrees) both axes keep one length, at
+    most the median image's shorter side.
     """
-    patch = median_shape.astype(float).copy()
+    patch = np.full(dims, float(median_shape.min())) if square else median_shape.astype(float).copy()
     floor = 2.0 ** 2 * MIN_BOTTLENECK  # no axis below 16 voxels unless the image is smaller
-    if np.prod(median_shape) <= WHOLE_IMAGE_SLACK * max_voxels:
-        max_voxels = float(np.prod(median_shape))  # the whole image
+    if np.prod(patch) <= WHOLE_IMAGE_SLACK * max_voxels:
+        max_voxels = float(np.prod(patch))  # the whole image (its largest square)
     while np.prod(patch) > max_voxels:
         extent = patch * spacing
         extent[patch <= floor] = -1  # shrink the physically longest axis that can still shrink
         axis = int(np.argmax(extent))
         if extent[axis] < 0:
             break
-        patch[axis] = max(floor, math.floor(patch[axis] * 0.9))
+        shrunk = max(floor, math.floor(patch[axis] * 0.9))
+        if square:
+            patch[:] = shrunk
+        else:
+            patch[axis] = shrunk
     patch = np.maximum(np.round(patch), 1)
     levels = pools_per_axis(patch, spacing, dims)
     return _divisible(patch, levels), levels
@@ -290,9 +298,15 @@ def _intensity(kind: str, fp: DatasetFingerprint) -> tuple[dict[str, Any], str]:
     return {"preset": "xray", "percentiles": [0.5, 99.5]}, "radiograph: per-image percentiles"
 
 
+def _turned(kind: str, dims: int) -> bool:
+    """Whether training turns patches by 90 degrees: 2D microscopy, which has no sides (its patches are square)."""
+    return kind in ("rgb", "fluorescence") and dims == 2
+
+
 def _augment(kind: str, dims: int, channels: int, symmetry: float, lateral: list[str]) -> tuple[dict[str, Any], str]:
     if kind in ("rgb", "fluorescence"):
-        aug: dict[str, Any] = {"prob": 0.3, "flip_axes": list(range(dims)), "rotate90": dims == 2, "scale_range": 0.1}
+        aug: dict[str, Any] = {"prob": 0.3, "flip_axes": list(range(dims)), "rotate90": _turned(kind, dims),
+                               "scale_range": 0.1}
         if kind == "rgb" and channels == 3:
             aug.update(intensity_scale=0.0, intensity_shift=0.0, hed_jitter=0.05)
             why = "microscopy has no sides: mirroring along every axis, 90-degree turns, H&E stain jitter"
@@ -392,7 +406,7 @@ def plan_workflow(
     coarsened = 0
     while True:
         median_shape = np.maximum(np.round(fp.median_extent_mm() / spacing), 1)
-        patch, levels = fit_patch(median_shape, spacing, max_voxels, dims)
+        patch, levels = fit_patch(median_shape, spacing, max_voxels, dims, square=_turned(kind, dims))
         coverage = float(np.prod(np.minimum(patch, median_shape)) / np.prod(median_shape))
         finer = spacing <= 2 * spacing.min() + 1e-9
         next_spacing = np.where(finer, spacing * 2, spacing)
@@ -470,6 +484,7 @@ def plan_workflow(
     decide("inference", {"overlap": overlap, "sw_batch_size": batch,
                          "tta": bool(augment.get("flip_axes")) and (dims == 2 or dev == "cuda")},
            "test-time mirroring along the mirrored axes where it is cheap (2D or GPU)"
+           + (", and the 90-degree turns of the turned square patches" if augment.get("rotate90") else "")
            if augment.get("flip_axes") else "no mirroring, so no test-time mirroring")
     decide("device", device if device in ("cpu", "cuda") else "auto", "the planning device")
 
