@@ -37,7 +37,7 @@ from monai.inferers import sliding_window_inference
 
 from medseg.config import WorkflowConfig
 from medseg.io.image import Image, LabelMap
-from medseg.preprocess import Preprocessor
+from medseg.preprocess import Preprocessor, turns_patches
 from medseg.windows import ImagePart, WindowCache, part_windows, window_step
 
 
@@ -97,12 +97,13 @@ def tta_views(mirror_axes: Sequence[int] = (), turns: bool = False) -> list[View
 
 def turns_at_test_time(config: WorkflowConfig) -> bool:
     """Whether test-time augmentation also swaps spatial axes 0 and 1: the model was trained on patches turned by
-    90 degrees (``augment.rotate90``, square patches) and its network divides both axes alike."""
+    90 degrees (:func:`medseg.preprocess.turns_patches`) and its network divides both axes alike."""
     from medseg.models.networks import size_divisor
 
+    if not turns_patches(config):
+        return False
     divisor = size_divisor(config)
-    return bool(config.augment.rotate90 and config.dims >= 2 and config.patch_size[0] == config.patch_size[1]
-                and divisor[0] == divisor[1])
+    return divisor[0] == divisor[1]
 
 
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[None]:

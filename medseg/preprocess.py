@@ -530,6 +530,12 @@ def cached_transforms(config: WorkflowConfig, *, intensity: bool = True) -> Comp
     return Compose(steps)
 
 
+def turns_patches(config: WorkflowConfig) -> bool:
+    """Whether training turns its patches by 90 degrees in the plane of axes 0 and 1: ``augment.rotate90`` and a
+    square patch (a non-square patch turned 90 degrees would not stack with the others of its batch)."""
+    return bool(config.augment.rotate90 and config.patch_size[0] == config.patch_size[1])
+
+
 def random_transforms(config: WorkflowConfig, device: torch.device | str = "cpu") -> Compose:
     """Random patch sampling and augmentation, run every epoch on ``device``.
 
@@ -559,8 +565,8 @@ def random_transforms(config: WorkflowConfig, device: torch.device | str = "cpu"
         ),
     ]
     steps += [RandFlipd(keys, prob=0.5, spatial_axis=axis) for axis in aug.flip_axes]
-    if aug.rotate90 and config.patch_size[0] == config.patch_size[1]:  # a non-square patch turned 90 degrees
-        steps.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))  # would not stack in a batch
+    if turns_patches(config):
+        steps.append(RandRotate90d(keys, prob=0.5, max_k=3, spatial_axes=(0, 1)))
     if aug.rotate_deg > 0 or aug.scale_range > 0:
         rad = float(np.deg2rad(aug.rotate_deg))
         steps.append(
