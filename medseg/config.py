@@ -165,6 +165,10 @@ class AugmentConfig(_Strict):
     flip_axes: list[int] = Field(default_factory=list)
     rotate90: bool = Field(False, description="random 90-degree turns in 2D (square patches only)")
     rotate_deg: float = Field(0.0, ge=0, le=180)
+    elastic: float = Field(
+        0.0, ge=0, le=0.25, description="smooth random deformation (2D): control points a quarter of the patch apart, "
+        "each moved by N(0, s) times that distance, so organs change shape and relative size; 0 turns it off",
+    )
     scale_range: float = Field(0.0, ge=0, lt=1, description="zoom by a factor in [1 - s, 1 + s]")
     intensity_scale: float = Field(0.1, ge=0)
     intensity_shift: float = Field(0.1, ge=0)
@@ -289,6 +293,8 @@ class WorkflowConfig(_Strict):
             raise ValueError("intensity preset 'rgb' needs in_channels: 3")
         if self.intensity.preset == "window" and len(self.intensity.low) != self.in_channels:
             raise ValueError(f"intensity window needs {self.in_channels} low/high values (one per channel)")
+        if self.augment.elastic and nd != 2:
+            raise ValueError("augment.elastic deforms 2D patches only; set it to 0 for dims=3")
         if self.augment.hed_jitter and self.in_channels != 3:
             raise ValueError("augment.hed_jitter perturbs H&E stains and needs RGB input (in_channels: 3)")
         if self.label_source == "instances" and self.label_names != ["background", "interior", "boundary"]:

@@ -35,6 +35,7 @@ from monai.transforms import (
     NormalizeIntensityd,
     Orientation,
     Orientationd,
+    Rand2DElasticd,
     RandAdjustContrastd,
     RandAffined,
     RandCropByLabelClassesd,
@@ -575,6 +576,19 @@ def random_transforms(config: WorkflowConfig, device: torch.device | str = "cpu"
                 prob=aug.prob,
                 rotate_range=(rad,) if nd == 2 else (rad, rad, rad),
                 scale_range=(aug.scale_range,) * nd,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+                device=torch.device(device),
+            )
+        )
+    if aug.elastic > 0:
+        control_px = [max(2.0, p / 4) for p in config.patch_size]
+        steps.append(
+            Rand2DElasticd(
+                keys,
+                spacing=control_px,
+                magnitude_range=(aug.elastic * min(control_px),) * 2,
+                prob=aug.prob,
                 mode=("bilinear", "nearest"),
                 padding_mode="border",
                 device=torch.device(device),

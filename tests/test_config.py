@@ -232,6 +232,25 @@ def test_augmentation_settings_reach_the_monai_transforms() -> None:
     )
 
 
+def test_elastic_deformation_moves_image_and_label_together_and_is_2d_only() -> None:
+    """A disc deformed by ``augment.elastic``: its label still lies on its pixels, its outline moved."""
+    from medseg.preprocess import cached_transforms, random_transforms
+
+    yy, xx = np.mgrid[:96, :96]
+    disc = ((yy - 48) ** 2 + (xx - 48) ** 2 < 30**2).astype(np.float32)
+    augment = {"prob": 1.0, "elastic": 0.2, "intensity_scale": 0, "intensity_shift": 0}
+    cfg = validate_config({**_base(), "dims": 2, "patch_size": [96, 96], "intensity": {"preset": "zscore"},
+                           "augment": augment, "train": {"samples_per_image": 4, "pos_fraction": 1.0}})
+    item = cached_transforms(cfg)({"image": Image(disc), "label": Image(disc.astype(np.uint8))})
+    for patch in random_transforms(cfg)(item):
+        image, label = patch["image"][0].numpy(), patch["label"][0].numpy()
+        inside = image > (image.min() + image.max()) / 2
+        assert np.mean(inside != (label > 0)) < 0.01  # label and image warped by the same field
+        assert np.mean((label > 0) != (disc > 0)) > 0.005  # and the field moved the outline
+    with pytest.raises(ConfigError, match=r"augment\.elastic deforms 2D patches only"):
+        validate_config({**_base(), "augment": {"elastic": 0.2}})
+
+
 @pytest.mark.parametrize(
     ("loss", "weights"),
     [

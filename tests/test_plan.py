@@ -13,7 +13,7 @@ from medseg.config import validate_config
 from medseg.errors import ConfigError
 from medseg.io.image import Image
 from medseg.plan import DatasetFingerprint, fingerprint_case, fingerprint_dataset, plan_workflow
-from medseg.plan.planner import pools_per_axis
+from medseg.plan.planner import RADIOGRAPH_ELASTIC, pools_per_axis
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_CPU = 2e6  # training voxels per second given to the planner, so plans do not depend on this machine's load
@@ -93,6 +93,7 @@ def test_rgb_2d_set_gets_per_channel_zscore_mirroring_and_stain_jitter() -> None
     assert config.in_channels == 3 and config.intensity.preset == "rgb"
     assert config.train.batch_size == 4 and config.network.params["norm"] == "batch"  # 4 patches per 2D step
     assert config.augment.flip_axes == [0, 1] and config.augment.rotate90 and config.augment.hed_jitter > 0
+    assert config.augment.elastic == 0  # microscopy: turns and mirror images, no deformation of the nuclei
     assert config.spacing_mm == [0.0005, 0.0005]  # 10 px nuclei: never coarsened below 8 px across
     assert dict(config.labels) == {"background": 0, "nucleus": 1}
     assert any(d.key == "labels" and d.source == "workflow" for d in plan.decisions)
@@ -319,6 +320,7 @@ def test_radiology_mirrors_left_right_only_for_labels_that_are_their_own_mirror_
     plan = plan_workflow(fp, {"labels": {"background": 0, **names}}, minutes=5, throughput=FAST_CPU)
     config = validate_config(plan.config)
     assert config.augment.flip_axes == ([0] if mirrored else []) and config.inference.tta == mirrored
+    assert config.augment.elastic == RADIOGRAPH_ELASTIC  # radiographs: organs vary in shape between patients
     assert fp.mirror_symmetry() == pytest.approx(1.0 if right else 0.0)  # mirrored about the image's middle
 
 

@@ -66,6 +66,7 @@ MIN_COVERAGE = 0.5  # share of the median image a patch must see before the reso
 MIN_OBJECT_VOXELS = 8.0
 SOFT_TISSUE_HU = (-160.0, 240.0)  # the abdominal window (level 40, width 400): the CT clip window always holds it
 CONTRAST_SHIFT_HU = 80.0  # contrast phases move organ HU by up to this much: CT intensity-shift augmentation
+RADIOGRAPH_ELASTIC = 0.2  # 2D radiology: elastic displacement, in control-point spacings (a quarter of the patch)
 MIN_MIRROR_DICE = 0.65  # radiology mirrors left-right only when every label overlaps its mirror image this much
 BASE_CHANNELS = {"cpu": 16, "cuda": 32}
 MAX_CHANNELS = 320
@@ -320,6 +321,10 @@ def _augment(kind: str, dims: int, channels: int, symmetry: float, lateral: list
     aug = {"prob": 0.3, "rotate_deg": 15.0, "scale_range": 0.3, "intensity_scale": 0.25, "intensity_shift": 0.1,
            "noise_std": 0.02, "gamma": [0.7, 1.5]}
     magnitudes = "nnU-Net's magnitudes otherwise (zoom 0.7-1.3, rotations to 15 degrees, contrast, gamma and noise)"
+    if dims == 2:
+        aug["elastic"] = RADIOGRAPH_ELASTIC
+        magnitudes += (f", and smooth deformations ({RADIOGRAPH_ELASTIC:g} of a quarter patch) so organs vary in shape and "
+                       "relative size as between patients (an enlarged heart)")
     if lateral:
         return aug, f"radiology: no mirroring, labels {lateral} have sides; {magnitudes}"
     if symmetry >= MIN_MIRROR_DICE:
