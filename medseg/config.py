@@ -174,6 +174,10 @@ class AugmentConfig(_Strict):
     intensity_shift: float = Field(0.1, ge=0)
     noise_std: float = Field(0.0, ge=0)
     gamma: tuple[float, float] | None = None
+    enhance_hu: float = Field(
+        0.0, ge=0, le=200, description="CT contrast-phase change: soft tissue brightened by U(-e, e) HU, fat and air "
+        "left as they are (medseg.preprocess.RandContrastEnhancement); needs the ct intensity preset; 0 turns it off",
+    )
     hed_jitter: float = Field(
         0.0, ge=0, lt=1, description="H&E stain jitter (RGB workflows): each stain's amount scaled by U(1 - s, 1 + s) "
         "and shifted by U(-s, s) OD, before the intensity preset (Tellez et al. 2018); 0 turns it off",
@@ -295,6 +299,8 @@ class WorkflowConfig(_Strict):
             raise ValueError(f"intensity window needs {self.in_channels} low/high values (one per channel)")
         if self.augment.elastic and nd != 2:
             raise ValueError("augment.elastic deforms 2D patches only; set it to 0 for dims=3")
+        if self.augment.enhance_hu and not isinstance(self.intensity, CTIntensity):
+            raise ValueError("augment.enhance_hu changes CT contrast in HU and needs the ct intensity preset")
         if self.augment.hed_jitter and self.in_channels != 3:
             raise ValueError("augment.hed_jitter perturbs H&E stains and needs RGB input (in_channels: 3)")
         if self.label_source == "instances" and self.label_names != ["background", "interior", "boundary"]:

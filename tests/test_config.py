@@ -251,6 +251,37 @@ def test_elastic_deformation_moves_image_and_label_together_and_is_2d_only() -> 
         validate_config({**_base(), "augment": {"elastic": 0.2}})
 
 
+@pytest.mark.parametrize("zscore", [True, False])
+def test_contrast_enhancement_brightens_soft_tissue_only_and_stays_in_the_window(zscore: bool) -> None:
+    """``augment.enhance_hu``: one offset per patch for soft tissue, none for fat, half at the ramp's middle."""
+    import torch
+
+    from medseg.preprocess import ENHANCING_HU, intensity_transform, random_transforms
+
+    intensity = {"preset": "ct", "window_hu": [-160, 240], **({"mean_hu": 40.0, "std_hu": 25.0} if zscore else {})}
+    cfg = validate_config({**_base(), "intensity": intensity, "augment": {
+        "prob": 1.0, "enhance_hu": 60.0, "intensity_scale": 0, "intensity_shift": 0}})
+    (enhance,) = [t for t in random_transforms(cfg).transforms if type(t).__name__ == "RandContrastEnhancementd"]
+    enhance.set_random_state(3)
+    fat, tissue = ENHANCING_HU
+    hu = torch.tensor([-1000.0, fat - 20, (fat + tissue) / 2, 60.0, 150.0, 235.0]).reshape(1, 6, 1, 1)
+    normalise = intensity_transform(cfg)
+    deltas = []
+    for _ in range(20):
+        out = enhance({"image": normalise(hu)})["image"]
+        back = (out * 25.0 + 40.0) if zscore else (out * 400.0 - 160.0)
+        gained = (back - hu.clamp(-160, 240)).flatten()
+        delta = float(gained[3])
+        assert gained[:2].abs().max() < 1e-3  # air and fat do not enhance
+        assert float(gained[2]) == pytest.approx(delta / 2, abs=1e-3)  # half-way up the ramp: half the offset
+        assert float(gained[4]) == pytest.approx(delta, abs=1e-3)
+        assert float(back.max()) <= 240 + 1e-3  # still inside the clip window
+        deltas.append(delta)
+    assert max(deltas) <= 60 and min(deltas) >= -60 and min(deltas) < -10 and max(deltas) > 10
+    with pytest.raises(ConfigError, match=r"enhance_hu changes CT contrast"):
+        validate_config({**_base(), "intensity": {"preset": "zscore"}, "augment": {"enhance_hu": 60.0}})
+
+
 @pytest.mark.parametrize(
     ("loss", "weights"),
     [

@@ -69,12 +69,34 @@ def test_anisotropic_ct_pools_z_only_once_in_plane_catches_up() -> None:
     lo, hi = np.percentile(fg, [0.5, 99.5])
     assert config.intensity.window_hu == pytest.approx((min(lo, -160), max(hi, 240)), abs=2.0)  # soft tissue kept
     assert config.intensity.mean_hu == pytest.approx(np.clip(fg, lo, hi).mean(), abs=1.0)
-    assert config.augment.intensity_shift == pytest.approx(80 / config.intensity.std_hu, rel=0.01)  # 80 HU
+    assert config.augment.enhance_hu == 60.0  # another contrast phase: soft tissue +-60 HU, fat unchanged
     # the box label is its own mirror image: left-right mirroring only, no test-time mirroring of 3D on the CPU
     assert config.augment.flip_axes == [0] and not config.inference.tta
     assert config.orientation == "RAS" and config.optimizer.anneal_over == "budget"
     # two 3D patches per CPU step: too few for batch statistics
     assert config.train.batch_size == 2 and config.network.params["norm"] == "instance"
+
+
+def test_3d_radiology_patches_span_at_most_half_the_scan_along_the_body_axis() -> None:
+    """A budget that affords the whole 96 x 80 x 40 scan: CT and MR patches keep the whole cross-section but
+    only half the slices (20, rounded up to the z stride), so crops see organs cut off by the patch's ends;
+    3D microscopy has no body axis and keeps the whole stack."""
+    from medseg.plan.planner import AXIAL_SHARE
+
+    cases = [_ct_case((96, 80, 40), (3.0, 3.0, 3.0), i) for i in range(2)]
+    images, labels = [c[0] for c in cases], [c[1] for c in cases]
+    for modality in ("CT", "MR", "fluorescence"):
+        plan = plan_workflow(_fingerprint(images, labels), {"modality": modality}, minutes=60, throughput=FAST_CPU)
+        config = validate_config(plan.config)
+        strides = [s if isinstance(s, list | tuple) else [s] * 3 for s in config.network.params["strides"]]
+        z_stride = int(np.prod([s[2] for s in strides]))
+        reason = next(d.reason for d in plan.decisions if d.key == "patch_size")
+        if modality == "fluorescence":
+            assert config.patch_size[2] >= 40 and "body axis" not in reason
+        else:
+            assert config.patch_size[:2] == [96, 80], modality
+            assert config.patch_size[2] == int(np.ceil(40 * AXIAL_SHARE / z_stride) * z_stride) < 40, modality
+            assert "body axis" in reason and "20 slices" in reason
 
 
 def test_rgb_2d_set_gets_per_channel_zscore_mirroring_and_stain_jitter() -> None:
@@ -115,6 +137,9 @@ def test_pooling_rule_by_hand() -> None:
     assert pools_per_axis(np.array([64, 64, 16]), np.array([1.0, 1.0, 4.0]), 3) == [
         [2, 2, 1], [2, 2, 2], [2, 2, 2], [2, 2, 1]]
     assert pools_per_axis(np.array([8, 8]), np.array([1.0, 1.0]), 2) == [[2, 2]]
+    # a 15-slice 3 mm stack pools once (7.5 slices; 3.75 would be too few): in-plane pools on past twice its 6 mm
+    assert pools_per_axis(np.array([122, 101, 15]), np.array([3.0, 3.0, 3.0]), 3) == [
+        [2, 2, 2], [2, 2, 1], [2, 2, 1], [2, 2, 1]]
 
 
 def test_the_whole_median_image_is_the_patch_when_it_costs_little_more_than_the_budget() -> None:

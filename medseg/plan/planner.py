@@ -16,8 +16,14 @@ returns a complete :class:`~medseg.config.WorkflowConfig` and one
    throughput; GPU: the memory), shrunk from the median image shape along its
    physically longest axis (the whole median image when it costs at most
    :data:`WHOLE_IMAGE_SLACK` times that); square for 2D microscopy, whose
-   patches are turned by 90 degrees in training. An axis pools (stride 2) only while its spacing is
-   within 2x of the finest current spacing and the bottleneck keeps
+   patches are turned by 90 degrees in training. In 3D radiology the patch
+   spans at most :data:`AXIAL_SHARE` of the median scan length along the
+   body axis (inferior-superior), because scans differ in how much of the
+   body they cover: random crops then show organs at every height of the
+   patch and cut off by its ends, as a shorter scan shows them, instead of
+   always between the same two scan ends. An axis pools (stride 2) only while its spacing is
+   within 2x of the finest current spacing among the axes that can still
+   pool and the bottleneck keeps
    :data:`MIN_BOTTLENECK` voxels; the patch is rounded to a multiple of each
    axis's total stride, so the network divides it by construction. The
    network batch-normalises when a step holds at least
@@ -30,8 +36,8 @@ returns a complete :class:`~medseg.config.WorkflowConfig` and one
 3. **intensity** by modality: CT clipped at the foreground 0.5 / 99.5
    percentiles (widened to hold the soft-tissue window, :data:`SOFT_TISSUE_HU`,
    so organs of another contrast phase are not clipped) and z-scored with the
-   foreground mean / std of the dataset, with intensity shifts of
-   :data:`CONTRAST_SHIFT_HU` in training; MR
+   foreground mean / std of the dataset; training enhances soft tissue by up
+   to :data:`CONTRAST_ENHANCEMENT_HU` (another contrast phase); MR
    per-image z-score; radiographs and grey microscopy per-image percentiles;
    RGB per-channel z-score.
 4. **sampling and augmentation** by dimensionality and modality: microscopy
@@ -65,11 +71,12 @@ MAX_POOLS = {2: 6, 3: 5}
 MIN_COVERAGE = 0.5  # share of the median image a patch must see before the resolution is coarsened
 MIN_OBJECT_VOXELS = 8.0
 SOFT_TISSUE_HU = (-160.0, 240.0)  # the abdominal window (level 40, width 400): the CT clip window always holds it
-CONTRAST_SHIFT_HU = 80.0  # contrast phases move organ HU by up to this much: CT intensity-shift augmentation
+CONTRAST_ENHANCEMENT_HU = 60.0  # CT: soft tissue brightened or darkened by up to this much (another contrast phase)
 RADIOGRAPH_ELASTIC = 0.2  # 2D radiology: elastic displacement, in control-point spacings (a quarter of the patch)
 MIN_MIRROR_DICE = 0.65  # radiology mirrors left-right only when every label overlaps its mirror image this much
 BASE_CHANNELS = {"cpu": 16, "cuda": 32}
 MAX_CHANNELS = 320
+AXIAL_SHARE = 0.5  # 3D radiology: a patch spans at most this share of the median scan length (inferior-superior)
 WHOLE_IMAGE_SLACK = 1.25  # a patch holding the whole median image may exceed the affordable voxels this much
 USABLE_SHARE = 0.85  # of the budget: the rest is caching, validation and saving
 PROBE_WARMUP, PROBE_STEPS = 2, 7  # untimed and timed optimiser steps of the throughput probe
@@ -206,14 +213,16 @@ def target_spacing(fp: DatasetFingerprint) -> tuple[np.ndarray, str]:
 
 
 def pools_per_axis(patch: np.ndarray, spacing: np.ndarray, dims: int) -> list[list[int]]:
-    """Strides per level: an axis pools while its spacing is within 2x of the finest and it keeps the bottleneck."""
+    """Strides per level: an axis pools while it keeps the bottleneck and its spacing is within 2x of the finest
+    among the axes that still can (a stack too thin to pool again does not stop the other axes pooling)."""
     size, sp = patch.astype(float).copy(), spacing.astype(float).copy()
     levels: list[list[int]] = []
     while len(levels) < MAX_POOLS[dims]:
-        finest = sp.min()
-        stride = [2 if sp[a] <= 2 * finest + 1e-9 and size[a] / 2 >= MIN_BOTTLENECK else 1 for a in range(dims)]
-        if not any(s == 2 for s in stride):
+        poolable = size / 2 >= MIN_BOTTLENECK
+        if not poolable.any():
             break
+        finest = sp[poolable].min()
+        stride = [2 if poolable[a] and sp[a] <= 2 * finest + 1e-9 else 1 for a in range(dims)]
         levels.append(stride)
         size /= np.array(stride)
         sp *= np.array(stride)
@@ -227,13 +236,13 @@ def _divisible(patch: np.ndarray, levels: list[list[int]]) -> np.ndarray:
 
 def fit_patch(median_shape: np.ndarray, spacing: np.ndarray, max_voxels: float, dims: int, *,
               square: bool = False) -> tuple[np.ndarray, list[list[int]]]:
-    """The largest patch (at most the median shape, at most ``max_voxels``) and its pooling; divisible by the
+    """The largest patch (at most ``median_shape``, at most ``max_voxels``) and its pooling; divisible by the
     network's total stride per axis.
 
-    The whole median image is taken when it costs at most :data:`WHOLE_IMAGE_SLACK` times ``max_voxels``: a
+    The whole of ``median_shape`` is taken when it costs at most :data:`WHOLE_IMAGE_SLACK` times ``max_voxels``: a
     patch that sees the whole image trains on what inference sees, which is worth a few fewer steps. With
     ``square`` (2D images without sides, whose patches are turned by 90 degrees) both axes keep one length, at
-    most the median image's shorter side.
+    most the shorter side.
     """
     patch = np.full(dims, float(median_shape.min())) if square else median_shape.astype(float).copy()
     floor = 2.0 ** 2 * MIN_BOTTLENECK  # no axis below 16 voxels unless the image is smaller
@@ -409,10 +418,14 @@ def plan_workflow(
     objects = fp.object_sizes()
     small_mm = float(np.percentile(objects, 5)) if objects.size else math.inf
     coarsened = 0
+    axial = dims == 3 and kind in ("ct", "mr")
     while True:
         median_shape = np.maximum(np.round(fp.median_extent_mm() / spacing), 1)
-        patch, levels = fit_patch(median_shape, spacing, max_voxels, dims, square=_turned(kind, dims))
-        coverage = float(np.prod(np.minimum(patch, median_shape)) / np.prod(median_shape))
+        reach = median_shape.copy()  # the most of the median image a patch may span
+        if axial:
+            reach[2] = max(1.0, math.ceil(median_shape[2] * AXIAL_SHARE))
+        patch, levels = fit_patch(reach, spacing, max_voxels, dims, square=_turned(kind, dims))
+        coverage = float(np.prod(np.minimum(patch, reach)) / np.prod(reach))
         finer = spacing <= 2 * spacing.min() + 1e-9
         next_spacing = np.where(finer, spacing * 2, spacing)
         small_voxels = (small_mm / np.prod(next_spacing)) ** (1 / dims)
@@ -420,7 +433,7 @@ def plan_workflow(
             break
         spacing, coarsened = next_spacing, coarsened + 1
     why = reason if not coarsened else (
-        f"{reason}, coarsened {2 ** coarsened}x so a patch sees {coverage:.0%} of the median image "
+        f"{reason}, coarsened {2 ** coarsened}x so a patch sees {coverage:.0%} of what it may span of the median image "
         f"(the smallest objects stay >= {MIN_OBJECT_VOXELS:g} voxels across)")
     if fp.spacing_known:
         decide("spacing_mm", [float(f"{s:.4g}") for s in spacing], why)
@@ -429,13 +442,15 @@ def plan_workflow(
     else:
         decide("spacing_mm", None, f"{why}: the images keep their pixels")
     if coverage < MIN_COVERAGE:
-        plan.warnings.append(f"the patch sees only {coverage:.0%} of the median image at this budget")
+        plan.warnings.append(f"the patch sees only {coverage:.0%} of what it may span of the median image at this budget")
     where = (f"{budget.memory_gib:.0f} GiB of GPU memory" if dev == "cuda"
              else f"{MIN_STEPS[dims]} steps of batch {batch} in {minutes:g} min at {budget.voxels_per_second / 1e6:.2f} "
                   "Mvoxel/s measured")
     decide("patch_size", patch.astype(int).tolist(),
-           f"median image {median_shape.astype(int).tolist()} voxels, at most {max_voxels:,.0f} per patch ({where}); "
-           "divisible by each axis's total stride")
+           f"median image {median_shape.astype(int).tolist()} voxels"
+           + (f", along the body axis at most {AXIAL_SHARE:.0%} of it ({int(reach[2])} slices: scans differ in "
+              "coverage, so organs must be seen cut off by the patch's ends)" if axial else "")
+           + f"; at most {max_voxels:,.0f} per patch ({where}); divisible by each axis's total stride")
     if not levels:
         raise ConfigError(f"the images are too small to pool even once (median shape {median_shape.astype(int).tolist()})",
                           fp.source)
@@ -460,9 +475,9 @@ def plan_workflow(
     decide("loss", {"name": "dice_ce"}, "Dice + cross-entropy")
     augment, why = _augment(kind, dims, channels, fp.mirror_symmetry(), _lateral(labels))
     if kind == "ct":
-        augment["intensity_shift"] = round(CONTRAST_SHIFT_HU / intensity["std_hu"], 3)
-        why += (f"; intensity shifts up to {CONTRAST_SHIFT_HU:g} HU ({augment['intensity_shift']:g} foreground std), "
-                "as contrast phases move organ HU")
+        augment["enhance_hu"] = CONTRAST_ENHANCEMENT_HU
+        why += (f"; soft tissue enhanced by up to +-{CONTRAST_ENHANCEMENT_HU:g} HU, fat and air unchanged, as between "
+                "contrast phases")
     if augment.get("rotate90") and len(set(patch.tolist())) > 1:
         augment["rotate90"] = False  # a turned non-square patch would not stack with the others of its batch
         why += f"; no 90-degree turns of the non-square patch {patch.astype(int).tolist()} (mirroring stays)"
