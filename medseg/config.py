@@ -176,7 +176,7 @@ class AugmentConfig(_Strict):
     gamma: tuple[float, float] | None = None
     enhance_hu: float = Field(
         0.0, ge=0, le=200, description="CT contrast-phase change: soft tissue brightened by U(-e, e) HU, fat and air "
-        "left as they are (medseg.preprocess.RandContrastEnhancement); needs the ct intensity preset; 0 turns it off",
+        "left as they are (medseg.preprocess.RandContrastEnhancementd); needs the ct intensity preset; 0 turns it off",
     )
     hed_jitter: float = Field(
         0.0, ge=0, lt=1, description="H&E stain jitter (RGB workflows): each stain's amount scaled by U(1 - s, 1 + s) "
